@@ -1,0 +1,1 @@
+"""The `tmv` command line (tinymvlm.cli): commands import heavy libraries only when they run."""

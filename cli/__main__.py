@@ -1,0 +1,3 @@
+from tinymvlm.cli.main import main
+
+main()

@@ -1,0 +1,58 @@
+"""Where output goes: results to stdout (so they pipe), progress and messages to stderr."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from typing import Callable
+
+import click
+from rich.console import Console
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Library code logs; this shows warnings (one line each) on stderr, quiets third-party chatter."""
+    from rich.logging import RichHandler
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    handler = RichHandler(console=err, show_time=False, show_path=False, markup=False)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], format="%(message)s", force=True)
+    for noisy in ("transformers", "timm", "datasets", "huggingface_hub", "httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def friendly_errors(func: Callable) -> Callable:
+    """Turn TmvError into `error: ...` on one line with exit status 2; Ctrl-C into status 130."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from tinymvlm.errors import TmvError
+
+        try:
+            return func(*args, **kwargs)
+        except TmvError as exc:
+            from rich.markup import escape
+
+            err.print(f"[bold red]error:[/] {escape(str(exc))}")
+            sys.exit(2)
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            sys.exit(130)
+
+    return wrapper
+
+
+def fail(message: str) -> None:
+    raise click.ClickException(message)

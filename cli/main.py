@@ -1,0 +1,26 @@
+"""The `tmv` command group. Each command lives in its own module and imports torch only when run."""
+
+from __future__ import annotations
+
+import click
+
+from tinymvlm import __version__
+
+from .train_cmd import train
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="tmv")
+def cli() -> None:
+    """Train a small CLIP-style model, index images with FAISS, search and evaluate."""
+
+
+cli.add_command(train)
+
+
+def main() -> None:
+    cli(prog_name="tmv")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""`tmv train`: contrastive training with a rich progress bar on stderr."""
+
+from __future__ import annotations
+
+import click
+
+from .console import err, friendly_errors, setup_logging
+
+
+class RichReporter:
+    """Draws training progress (loss, lr, pairs/s, ETA) and epoch summaries on stderr."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                 TimeRemainingColumn(), console=err, transient=False)
+        self.task = None
+
+    def notice(self, message: str) -> None:
+        err.print(message)
+
+    def skipped(self, pairs) -> None:
+        if not pairs.skipped:
+            return
+        err.print(f"[yellow]warning:[/] skipped {len(pairs.skipped)} row(s) of {pairs.name}:", markup=True)
+        from rich.markup import escape
+
+        for skip in pairs.skipped[:10]:
+            err.print(f"  {escape(str(skip))}")
+        if len(pairs.skipped) > 10:
+            err.print(f"  ... and {len(pairs.skipped) - 10} more")
+
+    def start(self, total_steps: int, start_step: int, info: dict) -> None:
+        err.print(f"training on {info['train_images']} images / {info['train_captions']} captions, "
+                  f"validating on {info['val_images']} images, device {info['device']}, run folder {info['run_dir']}")
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=total_steps, completed=start_step, stats="")
+
+    def step(self, step: int, epoch: int, loss: float, lr: float, pairs_per_s: float) -> None:
+        self.progress.update(self.task, completed=step, description=f"epoch {epoch}",
+                             stats=f"loss {loss:.3f}  lr {lr:.2e}  {pairs_per_s:.1f} pairs/s")
+
+    def validating(self, epoch: int) -> None:
+        self.progress.update(self.task, description=f"epoch {epoch} validating")
+
+    def epoch_end(self, record: dict) -> None:
+        line = f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, {record['pairs_per_s']:.1f} pairs/s"
+        if "val" in record:
+            v = record["val"]
+            line += (f"; val t2i R@1/5/10 {v['t2i_R@1']:.1f}/{v['t2i_R@5']:.1f}/{v['t2i_R@10']:.1f}"
+                     f", i2t R@1/5/10 {v['i2t_R@1']:.1f}/{v['i2t_R@5']:.1f}/{v['i2t_R@10']:.1f}")
+        self.progress.console.print(line)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML file of options; flags override it.")
+@click.option("--data", help="Pairs file (TSV/CSV/JSONL), image folder with .txt captions, or dataset (hub name or local). Default: Flickr30k train.")
+@click.option("--val-data", help="Separate validation data (same formats as --data).")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Share of --data images held out for validation (0 disables).")
+@click.option("--image-root", help="Folder that relative image paths in a pairs file start from (default: the file's folder).")
+@click.option("--image-column", help="Image column of a pairs file or dataset.")
+@click.option("--caption-column", help="Caption column of a pairs file or dataset.")
+@click.option("--split", help="Dataset split to train on (default train).")
+@click.option("--val-split", help="Dataset split of --val-data.")
+@click.option("--image-model", help="timm model name, folder, or 'efficientnet_lite0' (packaged). Default vit_tiny_patch16_224, falling back to efficientnet_lite0 offline.")
+@click.option("--image-weights", help="Weights file (.safetensors/.pth) for --image-model.")
+@click.option("--text-model", default="sentence-transformers/all-MiniLM-L6-v2", show_default=True, help="Hugging Face encoder name or folder, or 'minilm-l6' (packaged).")
+@click.option("--pretrained/--no-pretrained", default=True, show_default=True, help="Start from pretrained towers, or train from scratch.")
+@click.option("--embed-dim", type=int, default=256, show_default=True)
+@click.option("--head", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True, help="Projection head type.")
+@click.option("--image-size", type=int, help="Train and embed at this square size instead of the tower's own.")
+@click.option("--context-length", type=int, default=77, show_default=True, help="Caption token limit (longer captions are truncated).")
+@click.option("--pad-to-max", is_flag=True, default=False, help="Pad every caption to --context-length instead of the batch's longest.")
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Learning rate of the heads and temperature.")
+@click.option("--tower-lr", type=float, default=1e-5, show_default=True, help="Learning rate of the unlocked tower weights.")
+@click.option("--weight-decay", type=float, default=0.1, show_default=True, help="AdamW decay (never on biases, norms, temperature).")
+@click.option("--warmup-steps", type=int, default=50, show_default=True)
+@click.option("--min-lr-ratio", type=float, default=0.0, show_default=True, help="Cosine decay floor, as a share of the peak rate.")
+@click.option("--grad-clip", type=float, default=1.0, show_default=True, help="Clip the gradient norm (0 disables).")
+@click.option("--accum-steps", type=int, default=1, show_default=True, help="Micro-batches per optimiser step.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="bf16 autocasts on CPU and CUDA.")
+@click.option("--lock-image/--no-lock-image", default=False, show_default=True, help="Freeze the image tower (LiT).")
+@click.option("--lock-image-unlocked", type=int, default=0, show_default=True, help="Last image-tower groups left trainable when locked.")
+@click.option("--lock-text/--no-lock-text", default=False, show_default=True, help="Freeze the text tower.")
+@click.option("--lock-text-unlocked", type=int, default=0, show_default=True, help="Last text layers left trainable when locked.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True, help="DataLoader worker processes decoding images.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--out-dir", help="Run folder (default runs/<date-time>).")
+@click.option("--save-every", type=int, default=1, show_default=True, help="Write epoch_NNN.safetensors every N epochs.")
+@click.option("--resume", help="'latest' (needs --out-dir) or a latest.safetensors path: continue where that run stopped.")
+@click.option("-v", "--verbose", is_flag=True, help="Show informational log messages.")
+@click.pass_context
+@friendly_errors
+def train(ctx: click.Context, config_path: str | None, verbose: bool, **params) -> None:
+    """Train a contrastive image-text model and write checkpoints to a run folder."""
+    setup_logging(verbose)
+    from pathlib import Path
+
+    from tinymvlm.errors import TmvError
+    from tinymvlm.train import CONFIG, train as run_training
+
+    from .config_file import build_config, read_yaml
+
+    base: dict = {}
+    resume = params.get("resume")
+    if resume:
+        run = Path(params["out_dir"]) if resume == "latest" and params.get("out_dir") else Path(resume).parent
+        if resume == "latest" and not params.get("out_dir"):
+            raise TmvError("--resume latest needs --out-dir RUN_FOLDER (or give the path of a latest.safetensors)")
+        if (run / CONFIG).is_file():
+            base.update(read_yaml(run / CONFIG))
+            base.pop("resume", None)
+            base["out_dir"] = str(run)
+    if config_path:
+        base.update(read_yaml(config_path))
+    cfg = build_config(ctx, params, base)
+    reporter = RichReporter()
+    try:
+        run_dir = run_training(cfg, reporter)
+    finally:
+        reporter.close()
+    err.print(f"done: checkpoints in {run_dir}")

@@ -1,0 +1,1 @@
+"""FAISS indexing and search of image folders and captions (tinymvlm.index)."""

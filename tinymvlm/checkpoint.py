@@ -1,0 +1,153 @@
+"""Self-describing checkpoints in safetensors.
+
+One file holds the weights and, in its metadata, everything needed to rebuild the model offline: the
+model config, the timm architecture, the text tower's config, the preprocessing config and the
+tokenizer's files. `latest` also carries the training state (optimizer tensors, step, RNG) under a
+`trainer.` prefix, so resuming needs that one file and nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .atomic import atomic_path
+from .config import ModelConfig
+from .errors import TmvError
+from .model import TinyClip
+
+FORMAT = "tinymvlm-checkpoint/1"
+STATE_PREFIX = "trainer."
+BEST = "best.safetensors"
+LATEST = "latest.safetensors"
+
+
+def fingerprint(model: TinyClip) -> str:
+    """A short hash of the weights: indexes record it and refuse a different model."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _tokenizer_files(tokenizer) -> dict[str, str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        return {p.name: p.read_text(encoding="utf-8") for p in Path(tmp).iterdir() if p.is_file()}
+
+
+def save_checkpoint(path: str | Path, model: TinyClip, tokenizer, info: dict | None = None,
+                    trainer_state: tuple[dict[str, torch.Tensor], dict] | None = None) -> str:
+    """Write atomically; returns the weights' fingerprint. `info` (epoch, metrics...) goes into the
+    metadata; `trainer_state` is (tensors, json-able dict) for resuming."""
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    text_config = model.text_tower.config.to_diff_dict()
+    text_config["model_type"] = model.text_tower.config.model_type
+    fp = fingerprint(model)
+    metadata = {
+        "format": FORMAT,
+        "fingerprint": fp,
+        "model_config": json.dumps(model.config.to_dict()),
+        "image_arch": model.image_arch,
+        "text_config": json.dumps(text_config),
+        "data_config": json.dumps(model.data_config),
+        "tokenizer": json.dumps(_tokenizer_files(tokenizer)),
+        "info": json.dumps(info or {}),
+    }
+    if trainer_state is not None:
+        state_tensors, state_json = trainer_state
+        tensors.update({STATE_PREFIX + k: v.detach().cpu().contiguous() for k, v in state_tensors.items()})
+        metadata["trainer_state"] = json.dumps(state_json)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return fp
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The checkpoint's metadata with JSON fields decoded; a clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise TmvError(f"checkpoint {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            raw = fh.metadata() or {}
+    except Exception as exc:
+        raise TmvError(f"{path} is not a tinymvlm checkpoint (not a safetensors file); train one with 'tmv train'") from exc
+    if raw.get("format") != FORMAT:
+        raise TmvError(f"{path} is a safetensors file but not a tinymvlm checkpoint (format {raw.get('format')!r})")
+    meta = dict(raw)
+    for key in ("model_config", "text_config", "data_config", "tokenizer", "info", "trainer_state"):
+        if key in meta:
+            meta[key] = json.loads(meta[key])
+    return meta
+
+
+def load_tokenizer(meta: dict):
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in meta["tokenizer"].items():
+            (Path(tmp) / Path(name).name).write_text(text, encoding="utf-8")
+        return AutoTokenizer.from_pretrained(tmp)
+
+
+def load_checkpoint(path: str | Path, with_state: bool = False):
+    """Rebuild (model, tokenizer, metadata[, trainer tensors]) from one checkpoint file, offline."""
+    import timm
+
+    from .towers import text_tower_from_config
+
+    meta = read_metadata(path)
+    config = ModelConfig(**meta["model_config"])
+    kwargs = {} if config.image_size is None else {"img_size": config.image_size}
+    image_tower = timm.create_model(meta["image_arch"], pretrained=False, num_classes=0, **kwargs)
+    text_tower = text_tower_from_config(meta["text_config"])
+    model = TinyClip(config, image_tower, text_tower, meta["image_arch"], meta["data_config"])
+    weights, state = {}, {}
+    with safe_open(str(path), framework="pt") as fh:
+        for key in fh.keys():
+            if key.startswith(STATE_PREFIX):
+                if with_state:
+                    state[key[len(STATE_PREFIX):]] = fh.get_tensor(key)
+            else:
+                weights[key] = fh.get_tensor(key)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise TmvError(f"checkpoint {path} does not match the model it describes: {str(exc).splitlines()[0]}") from exc
+    model.eval()
+    tokenizer = load_tokenizer(meta)
+    return (model, tokenizer, meta, state) if with_state else (model, tokenizer, meta)
+
+
+def runs_root() -> Path:
+    import os
+
+    return Path(os.environ.get("TMV_RUNS", "runs"))
+
+
+def resolve_checkpoint(path: str | Path | None) -> Path:
+    """A checkpoint file as given; a run folder means its best checkpoint; None means the best
+    checkpoint of the most recently trained run under ./runs (or $TMV_RUNS)."""
+    if path is None:
+        root = runs_root()
+        runs = sorted((p for p in root.glob("*/" + LATEST)), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+        if not runs:
+            raise TmvError(f"no trained run found under {root}/; train one with 'tmv train' or pass --checkpoint")
+        path = runs[-1].parent
+    path = Path(path)
+    if path.is_dir():
+        for name in (BEST, LATEST):
+            if (path / name).is_file():
+                return path / name
+        raise TmvError(f"run folder {path} holds no {BEST} or {LATEST}")
+    if not path.exists():
+        raise TmvError(f"checkpoint {path} does not exist")
+    return path

@@ -1,0 +1,31 @@
+"""Model configuration: what the user chooses, saved in every checkpoint so it rebuilds the model."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass
+class ModelConfig:
+    """The towers and the shared space. `image_model` None means the default ViT-Tiny (see towers)."""
+
+    image_model: str | None = None
+    text_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    image_weights: str | None = None
+    pretrained: bool = True
+    embed_dim: int = 256
+    head: str = "linear"
+    image_size: int | None = None
+    context_length: int = 77
+
+    def __post_init__(self) -> None:
+        from .errors import TmvError
+
+        if self.head not in ("linear", "mlp"):
+            raise TmvError(f"head must be 'linear' or 'mlp', not '{self.head}'")
+        if self.embed_dim <= 0 or self.context_length <= 0:
+            raise TmvError("embed_dim and context_length must be positive")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

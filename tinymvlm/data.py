@@ -1,0 +1,439 @@
+"""Image-caption pairs from a pairs file (TSV/CSV/JSONL), an image folder with sidecar captions, or a
+Hugging Face dataset (Flickr30k's hub schemas included).
+
+Every source becomes a PairSet: one entry per image with all of its captions. Bad rows are skipped
+and recorded with their row number and reason; the caller decides how to report them.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from PIL import Image
+
+from .errors import TmvError
+from .files import is_image_name, iter_image_files
+from .transform import load_image, to_rgb
+
+FLICKR30K = "nlphuji/flickr30k"
+IMAGE_KEYS = ("image", "image_path", "filepath", "file", "filename", "path", "img", "img_path")
+CAPTION_KEYS = ("caption", "captions", "alt_text", "text", "sentences", "sentence", "raw", "title", "label")
+SPLIT_SYNONYMS = {"val": ("val", "validation", "valid", "dev"), "validation": ("validation", "val", "valid", "dev"),
+                  "test": ("test",), "train": ("train",)}
+PAIRS_SUFFIXES = {".tsv": "\t", ".txt": "\t", ".csv": ",", ".jsonl": "json", ".json": "json"}
+
+
+@dataclass(frozen=True)
+class Skip:
+    where: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+class FileImages:
+    """Images stored as files; picklable, so DataLoader workers can open them."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = list(paths)
+
+    def open(self, i: int, draft_size: tuple[int, int] | None = None) -> Image.Image:
+        return load_image(self.paths[i], draft_size)
+
+    def describe(self, i: int) -> str:
+        return str(self.paths[i])
+
+    def subset(self, indices: Sequence[int]) -> "FileImages":
+        return FileImages([self.paths[i] for i in indices])
+
+
+class DatasetImages:
+    """Images in a column of a Hugging Face dataset (decoded PIL images, or dicts of bytes/path)."""
+
+    def __init__(self, dataset, column: str, rows: Sequence[int]) -> None:
+        self.dataset = dataset.select_columns([column])
+        self.column = column
+        self.rows = list(rows)
+
+    def open(self, i: int, draft_size: tuple[int, int] | None = None) -> Image.Image:
+        value = self.dataset[self.rows[i]][self.column]
+        if isinstance(value, dict):
+            value = Image.open(io.BytesIO(value["bytes"])) if value.get("bytes") else value["path"]
+        if isinstance(value, (str, Path)):
+            return load_image(value, draft_size)
+        value.load()
+        return to_rgb(value)
+
+    def describe(self, i: int) -> str:
+        return f"row {self.rows[i]}"
+
+    def subset(self, indices: Sequence[int]) -> "DatasetImages":
+        out = DatasetImages.__new__(DatasetImages)
+        out.dataset, out.column, out.rows = self.dataset, self.column, [self.rows[i] for i in indices]
+        return out
+
+
+@dataclass
+class PairSet:
+    """Images (with stable keys) and all of each image's captions."""
+
+    name: str
+    keys: list[str]
+    captions: list[list[str]]
+    images: FileImages | DatasetImages
+    skipped: list[Skip] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def num_captions(self) -> int:
+        return sum(len(c) for c in self.captions)
+
+    def subset(self, indices: Sequence[int], name: str | None = None) -> "PairSet":
+        return PairSet(name or self.name, [self.keys[i] for i in indices], [self.captions[i] for i in indices],
+                       self.images.subset(indices), [])
+
+    def split(self, fraction: float) -> tuple["PairSet", "PairSet"]:
+        """Hold out about `fraction` of the images, chosen by a hash of each key: the same image
+        always lands on the same side, whatever the order or the other rows."""
+        held = [i for i, k in enumerate(self.keys) if _unit_hash(k) < fraction]
+        kept = [i for i, k in enumerate(self.keys) if _unit_hash(k) >= fraction]
+        return self.subset(kept, f"{self.name} (train)"), self.subset(held, f"{self.name} (val)")
+
+
+def _unit_hash(key: str) -> float:
+    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 2**32
+
+
+# ------------------------------------------------------------------------------------------ dispatch
+
+
+def load_pairs(source: str | None, image_root: str | None = None, image_column: str | None = None,
+               caption_column: str | None = None, split: str | None = None, check_images: bool = True) -> PairSet:
+    """Open any supported data source. None means Flickr30k's train split from the hub."""
+    if source is None:
+        return load_hf_dataset(FLICKR30K, split or "train", image_column, caption_column)
+    path = Path(source).expanduser()
+    if path.is_file():
+        if path.suffix.lower() not in PAIRS_SUFFIXES:
+            raise TmvError(f"--data {source}: unknown pairs file type; use .tsv, .csv or .jsonl")
+        pairs = load_pairs_file(path, image_root, image_column, caption_column)
+    elif path.is_dir():
+        if any((path / marker).is_file() for marker in ("dataset_info.json", "state.json", "dataset_dict.json")):
+            return load_hf_dataset(str(path), split, image_column, caption_column)
+        pairs = load_image_folder(path)
+        if not pairs.keys and not pairs.skipped:
+            return load_hf_dataset(str(path), split, image_column, caption_column)
+    elif "/" in source and not source.startswith((".", "/", "~")) and len(source.split("/")) == 2:
+        return load_hf_dataset(source, split, image_column, caption_column)
+    else:
+        raise TmvError(f"--data {source}: no such file or folder")
+    if check_images:
+        pairs = drop_unreadable(pairs)
+    return pairs
+
+
+def require_pairs(pairs: PairSet) -> PairSet:
+    if not len(pairs):
+        reasons = "; ".join(str(s) for s in pairs.skipped[:3])
+        raise TmvError(f"{pairs.name}: no usable image-caption pairs" + (f" ({reasons})" if reasons else ""))
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------- pairs file
+
+
+def _decode_lines(path: Path) -> list[tuple[int, str | None]]:
+    """(row number, text or None for undecodable bytes); BOM and CR handled, blank rows dropped."""
+    raw = path.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    rows = []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        line = line.rstrip(b"\r")
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, line.decode("utf-8")))
+        except UnicodeDecodeError:
+            rows.append((number, None))
+    return rows
+
+
+def _pick(names: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str, where: str) -> str:
+    lowered = {n.lower(): n for n in names}
+    if wanted is not None:
+        if wanted not in names and wanted.lower() not in lowered:
+            raise TmvError(f"{where}: no {what} column '{wanted}' (columns: {', '.join(names)})")
+        return wanted if wanted in names else lowered[wanted.lower()]
+    for c in candidates:
+        if c in lowered:
+            return lowered[c]
+    raise TmvError(f"{where}: cannot tell which column holds the {what} (columns: {', '.join(names)}); "
+                   f"name it with --{what}-column")
+
+
+def _parse_rows(path: Path, image_column: str | None, caption_column: str | None,
+                skipped: list[Skip]) -> list[tuple[int, str, list[str]]]:
+    """(row, image, captions) from a TSV/CSV/JSONL file, with or without a header."""
+    kind = PAIRS_SUFFIXES[path.suffix.lower()]
+    lines = _decode_lines(path)
+    out: list[tuple[int, str, list[str]]] = []
+    if kind == "json":
+        text_rows = [(n, t) for n, t in lines if t is not None]
+        if path.suffix.lower() == ".json" and text_rows and text_rows[0][1].lstrip().startswith("["):
+            try:
+                records = list(enumerate(json.loads("\n".join(t for _, t in text_rows)), start=1))
+            except json.JSONDecodeError as exc:
+                raise TmvError(f"{path}: not valid JSON ({exc}); use one JSON object per line (.jsonl)") from exc
+        else:
+            records = []
+            for number, text in lines:
+                if text is None:
+                    skipped.append(Skip(f"{path}:{number}", "invalid UTF-8; re-save the file as UTF-8"))
+                    continue
+                try:
+                    records.append((number, json.loads(text)))
+                except json.JSONDecodeError as exc:
+                    skipped.append(Skip(f"{path}:{number}", f"not a JSON object ({exc.msg})"))
+        for number, record in records:
+            if not isinstance(record, dict):
+                skipped.append(Skip(f"{path}:{number}", "not a JSON object"))
+                continue
+            names = list(record)
+            try:
+                img_key = _pick(names, image_column, IMAGE_KEYS, "image", f"{path}:{number}")
+                cap_key = _pick(names, caption_column, CAPTION_KEYS, "caption", f"{path}:{number}")
+            except TmvError as exc:
+                skipped.append(Skip(f"{path}:{number}", str(exc).split(": ", 1)[1]))
+                continue
+            caps = record[cap_key]
+            caps = [caps] if isinstance(caps, str) else caps
+            if not isinstance(record[img_key], str) or not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
+                skipped.append(Skip(f"{path}:{number}", "image must be a string and caption a string or a list of strings"))
+                continue
+            out.append((number, record[img_key], caps))
+        return out
+
+    header: list[str] | None = None
+    img_idx, cap_idx, width = 0, 1, 2
+    for number, text in lines:
+        where = f"{path}:{number}"
+        if text is None:
+            skipped.append(Skip(where, "invalid UTF-8; re-save the file as UTF-8"))
+            continue
+        try:
+            fields = next(csv.reader([text], delimiter=kind, strict=True))
+        except csv.Error as exc:
+            skipped.append(Skip(where, f"malformed quoting ({exc})"))
+            continue
+        if header is None and not out and _looks_like_header(fields, image_column, caption_column):
+            header = fields
+            names = [f.strip() for f in fields]
+            img_idx = names.index(_pick(names, image_column, IMAGE_KEYS, "image", where))
+            cap_idx = names.index(_pick(names, caption_column, CAPTION_KEYS, "caption", where))
+            width = len(fields)
+            continue
+        if len(fields) != width:
+            skipped.append(Skip(where, f"expected {width} columns, found {len(fields)}"))
+            continue
+        out.append((number, fields[img_idx].strip(), [fields[cap_idx]]))
+    return out
+
+
+def _looks_like_header(fields: list[str], image_column: str | None, caption_column: str | None) -> bool:
+    names = {f.strip().lower() for f in fields}
+    wanted = {c.lower() for c in (image_column, caption_column) if c}
+    return bool(names & (set(IMAGE_KEYS) | set(CAPTION_KEYS) | wanted)) and not any(is_image_name(f.strip()) for f in fields)
+
+
+def load_pairs_file(path: Path, image_root: str | None = None, image_column: str | None = None,
+                    caption_column: str | None = None) -> PairSet:
+    """Rows of (image path, caption); paths are relative to `image_root` (default: the file's folder).
+    An image on several rows gets all their captions; exact duplicate rows are skipped."""
+    root = Path(image_root).expanduser() if image_root else path.parent
+    skipped: list[Skip] = []
+    by_image: dict[str, int] = {}
+    keys: list[str] = []
+    paths: list[Path] = []
+    captions: list[list[str]] = []
+    seen: dict[tuple[str, str], int] = {}
+    for number, image, caps in _parse_rows(path, image_column, caption_column, skipped):
+        where = f"{path}:{number}"
+        caps = [" ".join(c.split()) for c in caps]
+        caps = [c for c in caps if c]
+        if not image:
+            skipped.append(Skip(where, "empty image path"))
+            continue
+        if not caps:
+            skipped.append(Skip(where, "empty caption"))
+            continue
+        if "://" in image:
+            skipped.append(Skip(where, f"{image} is a URL; download the images and list local paths"))
+            continue
+        file = Path(image).expanduser()
+        file = file if file.is_absolute() else root / file
+        if not file.is_file():
+            skipped.append(Skip(where, f"image not found: {file}"))
+            continue
+        key = os.path.relpath(file, root)
+        fresh = []
+        for c in caps:
+            if (key, c) in seen:
+                skipped.append(Skip(where, f"duplicate of row {seen[key, c]}"))
+            else:
+                seen[key, c] = number
+                fresh.append(c)
+        if key not in by_image:
+            by_image[key] = len(keys)
+            keys.append(key)
+            paths.append(file)
+            captions.append([])
+        captions[by_image[key]].extend(fresh)
+    pairs = PairSet(str(path), keys, captions, FileImages(paths), skipped)
+    keep = [i for i, c in enumerate(captions) if c]
+    return pairs if len(keep) == len(keys) else _keep(pairs, keep)
+
+
+def _keep(pairs: PairSet, indices: list[int]) -> PairSet:
+    kept = pairs.subset(indices)
+    kept.skipped = pairs.skipped
+    return kept
+
+
+# -------------------------------------------------------------------------------------- image folder
+
+
+def sidecar_caption(image: Path) -> str | None:
+    """The first non-empty line of `<image stem>.txt` (later lines, e.g. translations, are ignored)."""
+    txt = image.with_suffix(".txt")
+    if not txt.is_file():
+        return None
+    for line in txt.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = " ".join(line.lstrip("\ufeff").split())
+        if line:
+            return line
+    return ""
+
+
+def load_image_folder(folder: Path) -> PairSet:
+    """clip-retrieval's "files" layout: each image has a sidecar `.txt` caption beside it."""
+    skipped: list[Skip] = []
+    keys, paths, captions = [], [], []
+    for image in iter_image_files(folder):
+        caption = sidecar_caption(image)
+        rel = os.path.relpath(image, folder)
+        if caption is None:
+            skipped.append(Skip(rel, f"no caption file {image.with_suffix('.txt').name}"))
+        elif not caption:
+            skipped.append(Skip(rel, "empty caption file"))
+        else:
+            keys.append(rel)
+            paths.append(image)
+            captions.append([caption])
+    return PairSet(str(folder), keys, captions, FileImages(paths), skipped)
+
+
+def drop_unreadable(pairs: PairSet, workers: int = 4) -> PairSet:
+    """Decode every file image once (JPEGs in draft mode) and drop those that fail, with the reason."""
+    if not isinstance(pairs.images, FileImages):
+        return pairs
+
+    def check(i: int) -> str | None:
+        try:
+            pairs.images.open(i, draft_size=(64, 64))
+        except Exception as exc:
+            return f"cannot read image {pairs.images.paths[i]}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        return None
+
+    with ThreadPoolExecutor(workers) as pool:
+        errors = list(pool.map(check, range(len(pairs))))
+    keep = [i for i, e in enumerate(errors) if e is None]
+    if len(keep) == len(pairs):
+        return pairs
+    kept = _keep(pairs, keep)
+    kept.skipped = pairs.skipped + [Skip(pairs.keys[i], e) for i, e in enumerate(errors) if e is not None]
+    return kept
+
+
+# ------------------------------------------------------------------------------ Hugging Face datasets
+
+
+def load_hf_dataset(source: str, split: str | None, image_column: str | None, caption_column: str | None) -> PairSet:
+    """A hub name or local dataset (save_to_disk folder or data files). Splits come from the
+    dataset's splits or, as in Flickr30k's hub copies, from a `split` column."""
+    import datasets
+
+    from .towers import hub_reachable
+
+    local = Path(source).expanduser().exists()
+    if not local and not hub_reachable():
+        hint = "; offline, pass --data with a local pairs file, image folder or saved dataset"
+        raise TmvError(f"dataset '{source}' must be downloaded from the Hugging Face hub, which cannot be reached{hint}")
+    try:
+        if local and any((Path(source) / m).is_file() for m in ("dataset_info.json", "state.json", "dataset_dict.json")):
+            loaded = datasets.load_from_disk(source)
+        else:
+            loaded = datasets.load_dataset(source)
+    except Exception as exc:
+        raise TmvError(f"could not load dataset '{source}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    dataset, rows = _select_split(loaded, split, source)
+    names = list(dataset.column_names)
+    image_col = image_column or next((n for n, f in dataset.features.items() if type(f).__name__ == "Image"), None)
+    image_col = _pick(names, image_col, IMAGE_KEYS, "image", source)
+    caption_col = _pick(names, caption_column, CAPTION_KEYS, "caption", source)
+    key_col = next((c for c in ("img_id", "image_id", "filename", "id") if c in names), None)
+    all_captions = dataset.select_columns([caption_col])[caption_col]
+    all_keys = dataset.select_columns([key_col])[key_col] if key_col else None
+    keys, captions, kept_rows, skipped = [], [], [], []
+    for row in rows:
+        value = all_captions[row]
+        caps = [value] if isinstance(value, str) else list(value or [])
+        caps = [" ".join(str(c).split()) for c in caps]
+        caps = [c for c in caps if c]
+        if not caps:
+            skipped.append(Skip(f"{source} row {row}", "no caption"))
+            continue
+        keys.append(str(all_keys[row]) if all_keys is not None else str(row))
+        captions.append(caps)
+        kept_rows.append(row)
+    name = f"{source} [{split or 'all'}]"
+    return PairSet(name, keys, captions, DatasetImages(dataset, image_col, kept_rows), skipped)
+
+
+def _select_split(loaded, split: str | None, source: str):
+    """(dataset, row indices) for the requested split."""
+    import datasets
+
+    wanted = SPLIT_SYNONYMS.get(split, (split,)) if split else None
+    if isinstance(loaded, datasets.DatasetDict):
+        available = list(loaded.keys())
+        if wanted:
+            for name in wanted:
+                if name in loaded:
+                    return loaded[name], range(len(loaded[name]))
+        if len(available) == 1 or not wanted:
+            if not wanted and "train" in loaded:
+                return loaded["train"], range(len(loaded["train"]))
+            dataset = loaded[available[0]]
+        else:
+            raise TmvError(f"dataset '{source}' has no split '{split}' (splits: {', '.join(available)})")
+    else:
+        dataset = loaded
+    if wanted and "split" in dataset.column_names:
+        column = dataset.select_columns(["split"])["split"]
+        rows = [i for i, s in enumerate(column) if s in wanted]
+        if not rows:
+            raise TmvError(f"dataset '{source}' has no rows with split '{split}' (values: {', '.join(sorted(set(column)))})")
+        return dataset, rows
+    return dataset, range(len(dataset))

@@ -1,0 +1,53 @@
+"""Batch embedding of captions and images with a trained model (inference mode, optional bf16)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .model import TinyClip
+
+
+def autocast(device: str | torch.device, precision: str):
+    """bf16 autocast on CPU or CUDA when asked; a no-op context for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def tokenize(tokenizer, texts: Sequence[str], context_length: int, pad_to_max: bool = False) -> dict[str, torch.Tensor]:
+    """Truncate to the context length; pad to the longest caption of the batch (or to the maximum)."""
+    return dict(tokenizer(list(texts), padding="max_length" if pad_to_max else "longest", truncation=True,
+                          max_length=context_length, return_tensors="pt"))
+
+
+@torch.inference_mode()
+def embed_texts(model: TinyClip, tokenizer, texts: Sequence[str], batch_size: int = 256,
+                precision: str = "fp32", device: str = "cpu") -> np.ndarray:
+    """L2-normalised float32 embeddings, one row per text. Texts are sorted by length so each
+    batch pads little, then returned in input order."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = np.zeros((len(texts), model.embed_dim), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = tokenize(tokenizer, [texts[i] for i in idx], model.config.context_length)
+        with autocast(device, precision):
+            vecs = model.encode_text(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        out[idx] = vecs.float().cpu().numpy()
+    return out
+
+
+@torch.inference_mode()
+def embed_pixel_batches(model: TinyClip, batches: Iterator[torch.Tensor], precision: str = "fp32",
+                        device: str = "cpu", on_batch: Callable[[int], None] | None = None) -> Iterator[np.ndarray]:
+    """Embed preprocessed pixel batches as they arrive (from a DataLoader, typically)."""
+    for pixels in batches:
+        pixels = pixels.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            vecs = model.encode_image(pixels)
+        if on_batch is not None:
+            on_batch(len(pixels))
+        yield vecs.float().cpu().numpy()

@@ -1,0 +1,62 @@
+"""Finding image files under folders: recursive, hidden and junk folders skipped, symlink loops safe."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+JUNK_DIRS = frozenset({".git", "@eaDir", "node_modules", "__MACOSX", "$RECYCLE.BIN", "System Volume Information"})
+
+
+def is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _excluded(path: str, root: str, patterns: Iterable[str]) -> bool:
+    rel = os.path.relpath(path, root)
+    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(os.path.basename(path), p) for p in patterns)
+
+
+def iter_image_files(root: str | Path, exclude: Iterable[str] = ()) -> Iterator[Path]:
+    """Yield image files under `root` in a stable (sorted) order. Hidden and junk folders are
+    skipped; `exclude` globs match a path relative to `root` or a base name; a folder reached twice
+    through symlinks is walked once."""
+    root = os.fspath(root)
+    patterns = tuple(exclude)
+    if os.path.isfile(root):
+        if is_image_name(root):
+            yield Path(root)
+        return
+    seen: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = os.stat(folder)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith(".") or _excluded(entry.path, root, patterns):
+                continue
+            try:
+                is_dir = entry.is_dir()
+                is_file = entry.is_file()
+            except OSError:
+                continue
+            if is_dir:
+                if entry.name not in JUNK_DIRS:
+                    subdirs.append(entry.path)
+            elif is_file and is_image_name(entry.name):
+                yield Path(entry.path)
+        stack.extend(reversed(subdirs))

@@ -1,0 +1,73 @@
+"""The two-tower contrastive model: an image tower, a text tower, projection heads to a shared space."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+LOGIT_SCALE_INIT = math.log(1 / 0.07)
+LOGIT_SCALE_MAX = math.log(100)
+
+
+def _head(in_dim: int, out_dim: int, kind: str) -> nn.Module:
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(in_dim, in_dim), nn.GELU(), nn.Linear(in_dim, out_dim))
+    return nn.Linear(in_dim, out_dim)
+
+
+class TinyClip(nn.Module):
+    """CLIP-style model. `encode_image` / `encode_text` return L2-normalised embeddings."""
+
+    def __init__(self, config: ModelConfig, image_tower: nn.Module, text_tower: nn.Module,
+                 image_arch: str, data_config: dict) -> None:
+        super().__init__()
+        self.config = config
+        self.image_arch = image_arch
+        self.data_config = data_config
+        self.image_tower = image_tower
+        self.text_tower = text_tower
+        self.image_proj = _head(image_tower.num_features, config.embed_dim, config.head)
+        self.text_proj = _head(text_tower.config.hidden_size, config.embed_dim, config.head)
+        self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pooled image-tower features, before the head (what a locked tower's cache stores)."""
+        return self.image_tower(pixels)
+
+    def project_image(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image_proj(features).float(), dim=-1)
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.project_image(self.image_features(pixels))
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.text_tower(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-6)
+        return F.normalize(self.text_proj(pooled).float(), dim=-1)
+
+    def scale(self) -> torch.Tensor:
+        return self.logit_scale.clamp(max=LOGIT_SCALE_MAX).exp()
+
+    @torch.no_grad()
+    def clamp_logit_scale(self) -> None:
+        self.logit_scale.clamp_(0, LOGIT_SCALE_MAX)
+
+
+def data_config_for(image_tower: nn.Module, image_size: int | None) -> dict:
+    """The tower's own preprocessing (timm's data config), at an optional different square size."""
+    from timm.data import resolve_data_config
+
+    config = dict(resolve_data_config({}, model=image_tower))
+    if image_size is not None:
+        config["input_size"] = (3, image_size, image_size)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}

@@ -1,0 +1,441 @@
+"""Contrastive training: data, optimiser, schedule, validation recall and checkpoints for one run.
+
+Every epoch's randomness (sample order, caption choice, augmentation, dropout) is derived from
+(seed, epoch), so `--resume latest` replays the remaining epochs exactly as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .atomic import write_text
+from .checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint
+from .config import ModelConfig
+from .data import PairSet, load_pairs, require_pairs
+from .embed import autocast, embed_pixel_batches, embed_texts
+from .errors import TmvError
+from .factory import create_model
+from .loss import contrastive_loss
+from .metrics import recall_at_k
+from .model import TinyClip
+from .transform import build_transforms
+
+METRICS = "metrics.jsonl"
+CONFIG = "config.yaml"
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; `tmv train` flags and YAML keys have the same names."""
+
+    data: str | None = None
+    val_data: str | None = None
+    val_fraction: float = 0.1
+    image_root: str | None = None
+    image_column: str | None = None
+    caption_column: str | None = None
+    split: str | None = None
+    val_split: str | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pad_to_max: bool = False
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    tower_lr: float = 1e-5
+    weight_decay: float = 0.1
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0
+    accum_steps: int = 1
+    precision: str = "fp32"
+    lock_image: bool = False
+    lock_image_unlocked: int = 0
+    lock_text: bool = False
+    lock_text_unlocked: int = 0
+    seed: int = 0
+    workers: int = 2
+    device: str = "auto"
+    out_dir: str | None = None
+    save_every: int = 1
+    resume: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = ModelConfig(**self.model)
+        if self.precision not in ("fp32", "bf16"):
+            raise TmvError(f"precision must be fp32 or bf16, not '{self.precision}'")
+        if not 0 <= self.val_fraction < 1:
+            raise TmvError(f"val_fraction must be in [0, 1), not {self.val_fraction}")
+        for name in ("epochs", "batch_size", "accum_steps", "save_every"):
+            if getattr(self, name) <= 0:
+                raise TmvError(f"{name} must be positive, not {getattr(self, name)}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class Reporter:
+    """Receives progress; the CLI draws it. The library itself never prints."""
+
+    def notice(self, message: str) -> None: ...
+    def skipped(self, pairs: PairSet) -> None: ...
+    def start(self, total_steps: int, start_step: int, info: dict) -> None: ...
+    def step(self, step: int, epoch: int, loss: float, lr: float, pairs_per_s: float) -> None: ...
+    def validating(self, epoch: int) -> None: ...
+    def epoch_end(self, record: dict) -> None: ...
+
+
+class PairDataset(Dataset):
+    """One item per image: its pixels and one of its captions, pre-tokenised, chosen per epoch."""
+
+    def __init__(self, pairs: PairSet, transform, token_ids: list[list[list[int]]]) -> None:
+        self.pairs, self.transform, self.token_ids = pairs, transform, token_ids
+        self.choice = [0] * len(pairs)
+
+    def set_epoch(self, seed: int, epoch: int) -> None:
+        rng = np.random.default_rng([seed, epoch])
+        self.choice = [int(rng.integers(len(c))) for c in self.pairs.captions]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.pairs.images.open(i)), self.token_ids[i][self.choice[i]]
+
+
+class Collate:
+    """Stack pixels; pad token ids to the longest in the batch (or to a fixed length)."""
+
+    def __init__(self, pad_id: int, pad_to: int | None) -> None:
+        self.pad_id, self.pad_to = pad_id, pad_to
+
+    def __call__(self, batch):
+        pixels = torch.stack([b[0] for b in batch])
+        width = self.pad_to or max(len(b[1]) for b in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (_, tokens) in enumerate(batch):
+            ids[row, :len(tokens)] = torch.tensor(tokens)
+            mask[row, :len(tokens)] = 1
+        return pixels, ids, mask
+
+
+def pretokenize(tokenizer, captions: list[list[str]], context_length: int) -> list[list[list[int]]]:
+    flat = [c for caps in captions for c in caps]
+    ids = tokenizer(flat, truncation=True, max_length=context_length)["input_ids"] if flat else []
+    out, pos = [], 0
+    for caps in captions:
+        out.append(ids[pos:pos + len(caps)])
+        pos += len(caps)
+    return out
+
+
+# --------------------------------------------------------------------------------- locking, groups
+
+
+def _lock_image(model: TinyClip, unlocked: int) -> None:
+    """Freeze the image tower except its last `unlocked` parameter groups (timm's own grouping)."""
+    from timm.models import group_parameters
+
+    tower = model.image_tower
+    for p in tower.parameters():
+        p.requires_grad = False
+    if unlocked > 0:
+        groups = group_parameters(tower, tower.group_matcher(coarse=True), reverse=False)
+        names = dict(tower.named_parameters())
+        for group in list(groups.values())[-unlocked:]:
+            for name in group:
+                names[name].requires_grad = True
+
+
+def _lock_text(model: TinyClip, unlocked: int) -> None:
+    """Freeze the text tower except its last `unlocked` transformer layers."""
+    tower = model.text_tower
+    for p in tower.parameters():
+        p.requires_grad = False
+    if unlocked > 0:
+        layers = next((m for name, m in tower.named_modules() if name.endswith("layer") and isinstance(m, torch.nn.ModuleList)), None)
+        if layers is None:
+            raise TmvError("cannot find the text tower's layer list to unlock; use --lock-text-unlocked 0")
+        for layer in list(layers)[-unlocked:]:
+            for p in layer.parameters():
+                p.requires_grad = True
+
+
+def param_groups(model: TinyClip, cfg: TrainConfig) -> list[dict]:
+    """Heads and temperature at `lr`, towers at `tower_lr`; no decay on biases, norms, scale."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        tower = name.startswith(("image_tower.", "text_tower."))
+        decay = p.ndim >= 2 and name != "logit_scale"
+        groups.setdefault((tower, decay), []).append(p)
+    return [{"params": ps, "lr": cfg.tower_lr if tower else cfg.lr, "base_lr": cfg.tower_lr if tower else cfg.lr,
+             "weight_decay": cfg.weight_decay if decay else 0.0}
+            for (tower, decay), ps in sorted(groups.items())]
+
+
+def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Linear warmup to 1, then cosine decay to `min_ratio`."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ---------------------------------------------------------------------------------- trainer state
+
+
+def _trainer_state(optimizer: torch.optim.Optimizer, epoch: int, step: int, best: float | None):
+    sd = optimizer.state_dict()
+    tensors = {f"optim.{pid}.{k}": v for pid, st in sd["state"].items() for k, v in st.items() if torch.is_tensor(v)}
+    tensors["rng.torch"] = torch.get_rng_state()
+    info = {"epoch": epoch, "step": step, "best": best, "param_groups": sd["param_groups"],
+            "python_rng": json.loads(json.dumps(random.getstate()))}
+    return tensors, info
+
+
+def _restore_trainer_state(optimizer: torch.optim.Optimizer, tensors: dict, info: dict) -> None:
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    version, internal, gauss = info["python_rng"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def _train_mode(model: TinyClip, cfg: TrainConfig) -> None:
+    """Train mode, except that a locked tower stays in eval mode: its batch-norm statistics and
+    dropout stay as pretrained."""
+    model.train()
+    if cfg.lock_image:
+        model.image_tower.eval()
+    if cfg.lock_text:
+        model.text_tower.eval()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_datasets(cfg: TrainConfig) -> tuple[PairSet, PairSet | None]:
+    pairs = require_pairs(load_pairs(cfg.data, cfg.image_root, cfg.image_column, cfg.caption_column, cfg.split))
+    if cfg.val_data is not None:
+        val = require_pairs(load_pairs(cfg.val_data, cfg.image_root, cfg.image_column, cfg.caption_column,
+                                       cfg.val_split or ("val" if cfg.val_data == cfg.data else None)))
+        return pairs, val
+    if cfg.val_fraction > 0:
+        train, val = pairs.split(cfg.val_fraction)
+        train.skipped = pairs.skipped
+        if len(train) < 2:
+            raise TmvError(f"{pairs.name}: too few images ({len(pairs)}) to hold out a validation split; use --val-fraction 0")
+        return train, (val if len(val) else None)
+    return pairs, None
+
+
+@torch.inference_mode()
+def evaluate(model: TinyClip, tokenizer, pairs: PairSet, batch_size: int = 64, precision: str = "fp32",
+             device: torch.device | str = "cpu", workers: int = 0, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Recall@k both directions on a PairSet (every caption of every image)."""
+    model.eval()
+    transform = build_transforms(model.data_config, training=False)
+    loader = DataLoader(_Pixels(pairs, transform), batch_size=batch_size, num_workers=workers)
+    images = np.concatenate(list(embed_pixel_batches(model, iter(loader), precision, str(device))))
+    texts = [c for caps in pairs.captions for c in caps]
+    text_image = [i for i, caps in enumerate(pairs.captions) for _ in caps]
+    captions = embed_texts(model, tokenizer, texts, batch_size=256, precision=precision, device=str(device))
+    return recall_at_k(images, captions, text_image, ks)
+
+
+class _Pixels(Dataset):
+    def __init__(self, pairs: PairSet, transform) -> None:
+        self.pairs, self.transform = pairs, transform
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform(self.pairs.images.open(i))
+
+
+def score(metrics: dict[str, float]) -> float:
+    """What `best` maximises: the mean of R@1, R@5 and R@10 over both directions."""
+    keys = [f"{d}_R@{k}" for d in ("t2i", "i2t") for k in (1, 5, 10)]
+    return sum(metrics[k] for k in keys) / len(keys)
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop log lines past the checkpoint a resumed run restarts from."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= last_step]
+    write_text(path, "".join(line + "\n" for line in keep))
+
+
+def run_dir_for(cfg: TrainConfig) -> Path:
+    if cfg.out_dir:
+        return Path(cfg.out_dir)
+    from .checkpoint import runs_root
+
+    return runs_root() / time.strftime("%Y%m%d-%H%M%S")
+
+
+def resume_path(cfg: TrainConfig, run_dir: Path) -> Path:
+    path = run_dir / LATEST if cfg.resume == "latest" else Path(cfg.resume)
+    if not path.is_file():
+        raise TmvError(f"cannot resume: {path} does not exist (a run writes {LATEST} after its first epoch)")
+    return path
+
+
+def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Path:
+    """Run training; returns the run folder."""
+    import yaml
+
+    reporter = reporter or Reporter()
+    device = resolve_device(cfg.device)
+    run_dir = run_dir_for(cfg)
+    _seed_all(cfg.seed)
+
+    train_pairs, val_pairs = load_datasets(cfg)
+    reporter.skipped(train_pairs)
+    if val_pairs is not None and val_pairs.skipped:
+        reporter.skipped(val_pairs)
+
+    state_tensors, state_info = {}, None
+    if cfg.resume:
+        model, tokenizer, meta, state_tensors = load_checkpoint(resume_path(cfg, run_dir), with_state=True)
+        state_info = meta.get("trainer_state")
+        if state_info is None:
+            raise TmvError(f"{cfg.resume} holds weights only; resume from the run's {LATEST}")
+        model.train()
+    else:
+        model, tokenizer = create_model(cfg.model)
+    model.to(device)
+    if cfg.lock_image:
+        _lock_image(model, cfg.lock_image_unlocked)
+    if cfg.lock_text:
+        _lock_text(model, cfg.lock_text_unlocked)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    train_tf = build_transforms(model.data_config, training=True)
+    tokens = pretokenize(tokenizer, train_pairs.captions, model.config.context_length)
+    dataset = PairDataset(train_pairs, train_tf, tokens)
+    collate = Collate(tokenizer.pad_token_id or 0, model.config.context_length if cfg.pad_to_max else None)
+    drop_last = len(dataset) > cfg.batch_size
+    batches_per_epoch = len(dataset) // cfg.batch_size if drop_last else 1
+    steps_per_epoch = max(1, batches_per_epoch // cfg.accum_steps)
+    total_steps = steps_per_epoch * cfg.epochs
+
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), betas=(0.9, 0.98), eps=1e-6)
+    start_epoch, step, best = 0, 0, None
+    if state_info is not None:
+        _restore_trainer_state(optimizer, state_tensors, state_info)
+        start_epoch, step, best = state_info["epoch"], state_info["step"], state_info["best"]
+        _truncate_metrics(run_dir / METRICS, step)
+        if start_epoch >= cfg.epochs:
+            reporter.notice(f"run already finished {start_epoch} epochs; raise --epochs to train more")
+            return run_dir
+    elif (run_dir / METRICS).exists():
+        (run_dir / METRICS).unlink()
+
+    reporter.start(total_steps, step, {"train_images": len(train_pairs), "train_captions": train_pairs.num_captions,
+                                       "val_images": len(val_pairs) if val_pairs else 0, "device": str(device),
+                                       "run_dir": str(run_dir)})
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for epoch in range(start_epoch, cfg.epochs):
+        _train_mode(model, cfg)
+        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        dataset.set_epoch(cfg.seed, epoch)
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=drop_last,
+                            num_workers=cfg.workers, collate_fn=collate, persistent_workers=False,
+                            generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        epoch_loss, epoch_pairs, started = 0.0, 0, time.perf_counter()
+        micro = 0
+        for pixels, ids, mask in loader:
+            if micro == 0:
+                factor = lr_factor(step, total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
+                for group in optimizer.param_groups:
+                    group["lr"] = group["base_lr"] * factor
+                step_loss = 0.0
+            pixels = pixels.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            with autocast(device, cfg.precision):
+                image_emb = model.encode_image(pixels)
+                text_emb = model.encode_text(ids.to(device), mask.to(device))
+                loss = contrastive_loss(image_emb, text_emb, model.scale())
+            (loss / cfg.accum_steps).backward()
+            step_loss += loss.item() / cfg.accum_steps
+            epoch_pairs += len(pixels)
+            micro += 1
+            if micro < cfg.accum_steps:
+                continue
+            micro = 0
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            model.clamp_logit_scale()
+            step += 1
+            epoch_loss += step_loss
+            rate = epoch_pairs / max(time.perf_counter() - started, 1e-9)
+            lr = max(group["lr"] for group in optimizer.param_groups)
+            _append_jsonl(run_dir / METRICS, {"type": "step", "step": step, "epoch": epoch + 1,
+                                              "loss": step_loss, "lr": lr})
+            reporter.step(step, epoch + 1, step_loss, lr, rate)
+        optimizer.zero_grad(set_to_none=True)
+        elapsed = time.perf_counter() - started
+        record = {"type": "epoch", "step": step, "epoch": epoch + 1,
+                  "train_loss": epoch_loss / steps_per_epoch, "pairs_per_s": epoch_pairs / max(elapsed, 1e-9),
+                  "epoch_seconds": elapsed, "logit_scale": float(model.scale().detach())}
+        if val_pairs is not None:
+            reporter.validating(epoch + 1)
+            record["val"] = evaluate(model, tokenizer, val_pairs, cfg.batch_size * 2, cfg.precision, device, cfg.workers)
+        current = score(record["val"]) if "val" in record else None
+        improved = current is None or best is None or current > best
+        if improved:
+            best = current
+        info = {"epoch": epoch + 1, "step": step, "metrics": record.get("val", {}), "train_loss": record["train_loss"]}
+        if (epoch + 1) % cfg.save_every == 0 or epoch + 1 == cfg.epochs:
+            save_checkpoint(run_dir / f"epoch_{epoch + 1:03d}.safetensors", model, tokenizer, info)
+        if improved:
+            save_checkpoint(run_dir / BEST, model, tokenizer, info)
+        save_checkpoint(run_dir / LATEST, model, tokenizer, info, _trainer_state(optimizer, epoch + 1, step, best))
+        _append_jsonl(run_dir / METRICS, record)
+        reporter.epoch_end(record)
+    return run_dir

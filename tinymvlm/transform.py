@@ -1,0 +1,58 @@
+"""Image loading and preprocessing.
+
+Preprocessing comes from the image tower's own timm data config (size, mean/std, interpolation, crop),
+never from hard-coded statistics. Every image is decoded the same way: EXIF orientation applied, 16-bit
+and float images scaled to 8 bits, and transparency composited onto one fixed background, so a
+transparent stamp never shows whatever colour happens to hide under its transparent pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image, ImageOps
+
+BACKGROUND = (255, 255, 255)
+MAX_PIXELS = 100_000_000  # a decompression bomb is refused, not decoded
+
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Upright RGB on the fixed background, whatever the mode."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        high = array.max() if array.size else 0
+        scale = 255.0 / (65535.0 if image.mode.startswith("I;16") or high > 255 else max(high, 1.0))
+        image = Image.fromarray(np.clip(array * scale, 0, 255).astype(np.uint8), "L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        image = image.convert("RGBA")
+        canvas = Image.new("RGBA", image.size, BACKGROUND + (255,))
+        canvas.alpha_composite(image)
+        return canvas.convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(path: str | Path, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Decode a file to upright RGB. `draft_size` lets JPEGs decode at a reduced scale near the
+    model's input size, which is several times faster for large photos. Raises on a bad file."""
+    with Image.open(path) as image:
+        if draft_size is not None and image.format == "JPEG":
+            image.draft("RGB", draft_size)
+        image.load()
+        return to_rgb(image)
+
+
+def build_transforms(data_config: dict, training: bool) -> Callable[[Image.Image], "torch.Tensor"]:
+    """timm's transform for this data config; training adds a random resized crop."""
+    from timm.data import create_transform
+
+    if training:
+        return create_transform(**data_config, is_training=True, scale=(0.5, 1.0), hflip=0.0,
+                                color_jitter=None, auto_augment=None, re_prob=0.0)
+    return create_transform(**data_config, is_training=False)
