@@ -89,20 +89,20 @@ def load_text_tower(name: str, pretrained: bool = True):
     source = resolve_text_source(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source)
+        kwargs = _encoder_kwargs(config.model_type)
         if pretrained:
-            encoder = AutoModel.from_pretrained(source, add_pooling_layer=False) if _is_bert_like(source) else AutoModel.from_pretrained(source)
+            encoder = AutoModel.from_pretrained(source, **kwargs)
         else:
-            encoder = AutoModel.from_config(AutoConfig.from_pretrained(source))
+            encoder = AutoModel.from_config(config, **kwargs)
     except OSError as exc:
         raise TmvError(f"could not load text model '{name}': {_first_line(exc)}; {OFFLINE_HINT}") from exc
     return encoder, tokenizer
 
 
-def _is_bert_like(source: str) -> bool:
-    """BERT-family encoders carry a pooler we never use; dropping it keeps weights and warnings out."""
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(source).model_type in ("bert", "roberta", "xlm-roberta", "mpnet")
+def _encoder_kwargs(model_type: str) -> dict:
+    """BERT-family encoders carry a pooler we never use (we mean-pool); leave it out."""
+    return {"add_pooling_layer": False} if model_type in ("bert", "roberta", "xlm-roberta", "mpnet") else {}
 
 
 def text_tower_from_config(config: dict) -> nn.Module:
@@ -111,10 +111,7 @@ def text_tower_from_config(config: dict) -> nn.Module:
 
     cfg = dict(config)
     model_type = cfg.pop("model_type")
-    hf_config = AutoConfig.for_model(model_type, **cfg)
-    if model_type in ("bert", "roberta", "xlm-roberta", "mpnet"):
-        return AutoModel.from_config(hf_config, add_pooling_layer=False)
-    return AutoModel.from_config(hf_config)
+    return AutoModel.from_config(AutoConfig.for_model(model_type, **cfg), **_encoder_kwargs(model_type))
 
 
 # --------------------------------------------------------------------------------------- image tower

@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny random towers (fast) and generated images with captions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (240, 220, 30),
+           "black": (10, 10, 10), "white": (245, 245, 245), "purple": (140, 40, 160), "orange": (250, 140, 20)}
+
+
+@pytest.fixture(scope="session")
+def tiny_text_model(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT with MiniLM's tokenizer, saved as a Hugging Face folder."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from tinymvlm.towers import packaged_text_path
+
+    folder = tmp_path_factory.mktemp("tiny_text")
+    tokenizer = AutoTokenizer.from_pretrained(packaged_text_path())
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_config(tiny_text_model):
+    from tinymvlm.config import ModelConfig
+
+    return ModelConfig(image_model="test_vit", text_model=str(tiny_text_model), pretrained=False,
+                       embed_dim=16, image_size=32, context_length=16)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_model_config) -> Path:
+    """A checkpoint of an untrained tiny model (test_vit at 32px + the tiny BERT)."""
+    import torch
+
+    from tinymvlm.checkpoint import save_checkpoint
+    from tinymvlm.factory import create_model
+
+    torch.manual_seed(0)
+    model, tokenizer = create_model(tiny_model_config)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, model, tokenizer, {"epoch": 0})
+    return path
+
+
+def make_colour_images(folder: Path, size: int = 48, fmt: str = "png") -> dict[str, str]:
+    """One solid-colour image per colour with a sidecar caption; returns {relative path: caption}."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, rgb in COLOURS.items():
+        path = folder / f"{name}.{fmt}"
+        Image.new("RGB", (size, size), rgb).save(path)
+        caption = f"a plain {name} square"
+        path.with_suffix(".txt").write_text(caption + "\n", encoding="utf-8")
+        out[path.name] = caption
+    return out
+
+
+@pytest.fixture
+def colour_folder(tmp_path) -> Path:
+    make_colour_images(tmp_path / "images")
+    return tmp_path / "images"
