@@ -51,10 +51,11 @@ class RichReporter:
             v = record["val"]
             line += (f"; val t2i R@1/5/10 {v['t2i_R@1']:.1f}/{v['t2i_R@5']:.1f}/{v['t2i_R@10']:.1f}"
                      f", i2t R@1/5/10 {v['i2t_R@1']:.1f}/{v['i2t_R@5']:.1f}/{v['i2t_R@10']:.1f}")
-        self.progress.console.print(line)
+        self.progress.console.print(line, soft_wrap=True)
 
     def close(self) -> None:
-        self.progress.stop()
+        if self.task is not None:
+            self.progress.stop()
 
 
 @click.command()
@@ -90,6 +91,9 @@ class RichReporter:
 @click.option("--lock-image-unlocked", type=int, default=0, show_default=True, help="Last image-tower groups left trainable when locked.")
 @click.option("--lock-text/--no-lock-text", default=False, show_default=True, help="Freeze the text tower.")
 @click.option("--lock-text-unlocked", type=int, default=0, show_default=True, help="Last text layers left trainable when locked.")
+@click.option("--cache-image-features/--no-cache-image-features", default=True, show_default=True,
+              help="With a fully locked image tower, compute its features once per augmented view.")
+@click.option("--image-views", type=int, default=4, show_default=True, help="Augmented views cached per image.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True, help="DataLoader worker processes decoding images.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")

@@ -412,28 +412,26 @@ def load_hf_dataset(source: str, split: str | None, image_column: str | None, ca
 
 
 def _select_split(loaded, split: str | None, source: str):
-    """(dataset, row indices) for the requested split."""
+    """(dataset, row indices) for the requested split: a named split if the dataset has it, then
+    narrowed by a `split` column when there is one (nlphuji/flickr30k keeps every row in 'test')."""
     import datasets
 
     wanted = SPLIT_SYNONYMS.get(split, (split,)) if split else None
+    named = False
     if isinstance(loaded, datasets.DatasetDict):
         available = list(loaded.keys())
-        if wanted:
-            for name in wanted:
-                if name in loaded:
-                    return loaded[name], range(len(loaded[name]))
-        if len(available) == 1 or not wanted:
-            if not wanted and "train" in loaded:
-                return loaded["train"], range(len(loaded["train"]))
-            dataset = loaded[available[0]]
-        else:
+        chosen = next((n for n in (wanted or ("train",)) if n in loaded), None)
+        if chosen is None and wanted and len(available) > 1:
             raise TmvError(f"dataset '{source}' has no split '{split}' (splits: {', '.join(available)})")
+        named = chosen is not None
+        dataset = loaded[chosen or available[0]]
     else:
         dataset = loaded
     if wanted and "split" in dataset.column_names:
         column = dataset.select_columns(["split"])["split"]
         rows = [i for i, s in enumerate(column) if s in wanted]
-        if not rows:
-            raise TmvError(f"dataset '{source}' has no rows with split '{split}' (values: {', '.join(sorted(set(column)))})")
-        return dataset, rows
+        if rows or not named:
+            if not rows:
+                raise TmvError(f"dataset '{source}' has no rows with split '{split}' (values: {', '.join(sorted(set(map(str, column))))})")
+            return dataset, rows
     return dataset, range(len(dataset))

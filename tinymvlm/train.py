@@ -64,6 +64,8 @@ class TrainConfig:
     lock_image_unlocked: int = 0
     lock_text: bool = False
     lock_text_unlocked: int = 0
+    cache_image_features: bool = True
+    image_views: int = 4
     seed: int = 0
     workers: int = 2
     device: str = "auto"
@@ -115,6 +117,57 @@ class PairDataset(Dataset):
         return self.transform(self.pairs.images.open(i)), self.token_ids[i][self.choice[i]]
 
 
+class FeatureDataset(Dataset):
+    """Like PairDataset, but with a locked image tower's features computed once per augmented view:
+    each epoch takes one cached view per image instead of running the tower again."""
+
+    def __init__(self, features: torch.Tensor, captions: list[list[str]], token_ids: list[list[list[int]]]) -> None:
+        self.features, self.captions, self.token_ids = features, captions, token_ids
+        self.choice = [0] * len(captions)
+        self.view = [0] * len(captions)
+
+    def set_epoch(self, seed: int, epoch: int) -> None:
+        rng = np.random.default_rng([seed, epoch])
+        self.choice = [int(rng.integers(len(c))) for c in self.captions]
+        self.view = rng.integers(self.features.shape[1], size=len(self.captions)).tolist()
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, i: int):
+        return self.features[i, self.view[i]], self.token_ids[i][self.choice[i]]
+
+
+class _Views(Dataset):
+    """Item k is view k % views of image k // views."""
+
+    def __init__(self, pairs: PairSet, transform, views: int) -> None:
+        self.pairs, self.transform, self.views = pairs, transform, views
+
+    def __len__(self) -> int:
+        return len(self.pairs) * self.views
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        return self.transform(self.pairs.images.open(k // self.views))
+
+
+@torch.inference_mode()
+def image_features(model: TinyClip, pairs: PairSet, transform, views: int = 1, batch_size: int = 64,
+                   workers: int = 0, precision: str = "fp32", device: torch.device | str = "cpu",
+                   seed: int = 0) -> torch.Tensor:
+    """Pooled image-tower features, shape (images, views, features); augmentation is seeded."""
+    model.image_tower.eval()
+    torch.manual_seed(seed)
+    loader = DataLoader(_Views(pairs, transform, views), batch_size=batch_size, num_workers=workers,
+                        generator=torch.Generator().manual_seed(seed))
+    chunks = []
+    for pixels in loader:
+        pixels = pixels.to(device).contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            chunks.append(model.image_features(pixels).float().cpu())
+    return torch.cat(chunks).view(len(pairs), views, -1)
+
+
 class Collate:
     """Stack pixels; pad token ids to the longest in the batch (or to a fixed length)."""
 
@@ -122,14 +175,14 @@ class Collate:
         self.pad_id, self.pad_to = pad_id, pad_to
 
     def __call__(self, batch):
-        pixels = torch.stack([b[0] for b in batch])
+        images = torch.stack([b[0] for b in batch])
         width = self.pad_to or max(len(b[1]) for b in batch)
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, (_, tokens) in enumerate(batch):
             ids[row, :len(tokens)] = torch.tensor(tokens)
             mask[row, :len(tokens)] = 1
-        return pixels, ids, mask
+        return images, ids, mask
 
 
 def pretokenize(tokenizer, captions: list[list[str]], context_length: int) -> list[list[list[int]]]:
@@ -256,12 +309,17 @@ def load_datasets(cfg: TrainConfig) -> tuple[PairSet, PairSet | None]:
 
 @torch.inference_mode()
 def evaluate(model: TinyClip, tokenizer, pairs: PairSet, batch_size: int = 64, precision: str = "fp32",
-             device: torch.device | str = "cpu", workers: int = 0, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """Recall@k both directions on a PairSet (every caption of every image)."""
+             device: torch.device | str = "cpu", workers: int = 0, ks: Sequence[int] = (1, 5, 10),
+             features: torch.Tensor | None = None) -> dict[str, float]:
+    """Recall@k both directions on a PairSet (every caption of every image). `features` are the
+    images' cached tower features, when the image tower is locked."""
     model.eval()
-    transform = build_transforms(model.data_config, training=False)
-    loader = DataLoader(_Pixels(pairs, transform), batch_size=batch_size, num_workers=workers)
-    images = np.concatenate(list(embed_pixel_batches(model, iter(loader), precision, str(device))))
+    if features is not None:
+        images = model.project_image(features.to(device)).cpu().numpy()
+    else:
+        transform = build_transforms(model.data_config, training=False)
+        loader = DataLoader(_Pixels(pairs, transform), batch_size=batch_size, num_workers=workers)
+        images = np.concatenate(list(embed_pixel_batches(model, iter(loader), precision, str(device))))
     texts = [c for caps in pairs.captions for c in caps]
     text_image = [i for i, caps in enumerate(pairs.captions) for _ in caps]
     captions = embed_texts(model, tokenizer, texts, batch_size=256, precision=precision, device=str(device))
@@ -356,7 +414,18 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Path:
 
     train_tf = build_transforms(model.data_config, training=True)
     tokens = pretokenize(tokenizer, train_pairs.captions, model.config.context_length)
-    dataset = PairDataset(train_pairs, train_tf, tokens)
+    cached = cfg.lock_image and cfg.lock_image_unlocked == 0 and cfg.cache_image_features
+    val_features = None
+    if cached:
+        reporter.notice(f"caching locked image-tower features: {cfg.image_views} augmented view(s) of {len(train_pairs)} images")
+        feats = image_features(model, train_pairs, train_tf, cfg.image_views, cfg.batch_size * 2, cfg.workers,
+                               cfg.precision, device, cfg.seed)
+        dataset = FeatureDataset(feats, train_pairs.captions, tokens)
+        if val_pairs is not None:
+            val_features = image_features(model, val_pairs, build_transforms(model.data_config, training=False), 1,
+                                          cfg.batch_size * 2, cfg.workers, cfg.precision, device)[:, 0]
+    else:
+        dataset = PairDataset(train_pairs, train_tf, tokens)
     collate = Collate(tokenizer.pad_token_id or 0, model.config.context_length if cfg.pad_to_max else None)
     drop_last = len(dataset) > cfg.batch_size
     batches_per_epoch = len(dataset) // cfg.batch_size if drop_last else 1
@@ -384,24 +453,26 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Path:
         torch.manual_seed(cfg.seed * 100_003 + epoch)
         dataset.set_epoch(cfg.seed, epoch)
         loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=drop_last,
-                            num_workers=cfg.workers, collate_fn=collate, persistent_workers=False,
+                            num_workers=0 if cached else cfg.workers, collate_fn=collate, persistent_workers=False,
                             generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
         epoch_loss, epoch_pairs, started = 0.0, 0, time.perf_counter()
         micro = 0
-        for pixels, ids, mask in loader:
+        for images, ids, mask in loader:
             if micro == 0:
                 factor = lr_factor(step, total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
                 for group in optimizer.param_groups:
                     group["lr"] = group["base_lr"] * factor
                 step_loss = 0.0
-            pixels = pixels.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             with autocast(device, cfg.precision):
-                image_emb = model.encode_image(pixels)
+                if cached:
+                    image_emb = model.project_image(images.to(device))
+                else:
+                    image_emb = model.encode_image(images.to(device).contiguous(memory_format=torch.channels_last))
                 text_emb = model.encode_text(ids.to(device), mask.to(device))
                 loss = contrastive_loss(image_emb, text_emb, model.scale())
             (loss / cfg.accum_steps).backward()
             step_loss += loss.item() / cfg.accum_steps
-            epoch_pairs += len(pixels)
+            epoch_pairs += len(images)
             micro += 1
             if micro < cfg.accum_steps:
                 continue
@@ -425,7 +496,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Path:
                   "epoch_seconds": elapsed, "logit_scale": float(model.scale().detach())}
         if val_pairs is not None:
             reporter.validating(epoch + 1)
-            record["val"] = evaluate(model, tokenizer, val_pairs, cfg.batch_size * 2, cfg.precision, device, cfg.workers)
+            record["val"] = evaluate(model, tokenizer, val_pairs, cfg.batch_size * 2, cfg.precision, device, cfg.workers,
+                                     features=val_features)
         current = score(record["val"]) if "val" in record else None
         improved = current is None or best is None or current > best
         if improved:

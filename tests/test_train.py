@@ -1,0 +1,91 @@
+"""Training runs end to end on tiny towers: checkpoints, metrics, exact resume, locking."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tinymvlm.checkpoint import load_checkpoint, read_metadata
+from tinymvlm.train import Reporter, TrainConfig, lr_factor, train
+
+
+def _config(tiny_model_config, data: Path, out: Path, **overrides) -> TrainConfig:
+    settings = dict(data=str(data), val_data=str(data), model=tiny_model_config, epochs=4, batch_size=4, lr=5e-3,
+                    tower_lr=1e-3, warmup_steps=0, workers=0, out_dir=str(out))
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def _records(run: Path, kind: str) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["type"] == kind]
+
+
+def test_training_writes_checkpoints_and_the_loss_falls(tiny_model_config, colour_folder, tmp_path):
+    run = train(_config(tiny_model_config, colour_folder, tmp_path / "run", epochs=6, save_every=2))
+    names = sorted(p.name for p in run.iterdir())
+    assert names == ["best.safetensors", "config.yaml", "epoch_002.safetensors", "epoch_004.safetensors",
+                     "epoch_006.safetensors", "latest.safetensors", "metrics.jsonl"]
+    epochs = _records(run, "epoch")
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4, 5, 6]
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+    assert {"t2i_R@1", "i2t_R@10", "t2i_median_rank"} <= set(epochs[-1]["val"])
+    meta = read_metadata(run / "epoch_002.safetensors")
+    assert "trainer_state" not in meta
+    assert read_metadata(run / "latest.safetensors")["trainer_state"]["epoch"] == 6
+
+
+class _StopAt(Reporter):
+    """Simulates a kill in the middle of an epoch."""
+
+    def __init__(self, step: int) -> None:
+        self.stop_step = step
+
+    def step(self, step, epoch, loss, lr, pairs_per_s) -> None:
+        if step == self.stop_step:
+            raise KeyboardInterrupt
+
+
+def test_resume_after_an_interruption_reproduces_the_uninterrupted_losses(tiny_model_config, colour_folder, tmp_path):
+    full = train(_config(tiny_model_config, colour_folder, tmp_path / "full"))
+    cut = _config(tiny_model_config, colour_folder, tmp_path / "cut")
+    with pytest.raises(KeyboardInterrupt):
+        train(cut, _StopAt(step=5))  # 2 steps per epoch: stops inside epoch 3, after epoch 2's checkpoint
+    assert read_metadata(tmp_path / "cut" / "latest.safetensors")["trainer_state"]["epoch"] == 2
+    train(_config(tiny_model_config, colour_folder, tmp_path / "cut", resume="latest"))
+    expected = [r["loss"] for r in _records(full, "step")]
+    resumed = [r["loss"] for r in _records(tmp_path / "cut", "step")]
+    assert len(resumed) == len(expected) == 8
+    assert resumed == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    a, _, _ = load_checkpoint(full / "latest.safetensors")
+    b, _, _ = load_checkpoint(tmp_path / "cut" / "latest.safetensors")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(x, y, atol=1e-6), name
+
+
+def test_locked_image_tower_and_partly_unlocked_text_tower(tiny_model_config, colour_folder, tmp_path):
+    from tinymvlm.factory import create_model
+
+    torch.manual_seed(0)
+    cfg = _config(tiny_model_config, colour_folder, tmp_path / "lit", epochs=1, lock_image=True, lock_text=True,
+                  lock_text_unlocked=1, accum_steps=2, precision="bf16", val_data=None, val_fraction=0.0)
+    torch.manual_seed(cfg.seed)
+    before, _ = create_model(tiny_model_config)
+    run = train(cfg)
+    after, _, _ = load_checkpoint(run / "latest.safetensors")
+    same = lambda name: torch.equal(before.state_dict()[name], after.state_dict()[name])  # noqa: E731
+    assert all(same(n) for n in before.state_dict() if n.startswith("image_tower."))
+    assert same("text_tower.encoder.layer.0.attention.self.query.weight")
+    assert not same("text_tower.encoder.layer.1.attention.self.query.weight")
+    assert not same("image_proj.weight") and not same("text_proj.weight")
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    assert lr_factor(0, 100, 10, 0.1) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, 0.1) == pytest.approx(1.0)
+    assert lr_factor(10, 100, 10, 0.1) == pytest.approx(1.0)
+    assert lr_factor(100, 100, 10, 0.1) == pytest.approx(0.1)
+    assert lr_factor(55, 100, 10, 0.0) == pytest.approx(0.5)
