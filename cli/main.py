@@ -6,6 +6,9 @@ import click
 
 from tinymvlm import __version__
 
+from .eval_cmd import eval_cmd
+from .index_cmd import index
+from .search_cmd import search
 from .train_cmd import train
 
 
@@ -16,6 +19,9 @@ def cli() -> None:
 
 
 cli.add_command(train)
+cli.add_command(index)
+cli.add_command(search)
+cli.add_command(eval_cmd, name="eval")
 
 
 def main() -> None:

@@ -33,8 +33,10 @@ class RichReporter:
             err.print(f"  ... and {len(pairs.skipped) - 10} more")
 
     def start(self, total_steps: int, start_step: int, info: dict) -> None:
+        processes = f" in each of {info['processes']} processes" if info.get("processes", 1) > 1 else ""
         err.print(f"training on {info['train_images']} images / {info['train_captions']} captions, "
-                  f"validating on {info['val_images']} images, device {info['device']}, run folder {info['run_dir']}")
+                  f"validating on {info['val_images']} images, device {info['device']}{processes}, "
+                  f"run folder {info['run_dir']}")
         self.progress.start()
         self.task = self.progress.add_task("train", total=total_steps, completed=start_step, stats="")
 
@@ -86,6 +88,9 @@ class RichReporter:
 @click.option("--min-lr-ratio", type=float, default=0.0, show_default=True, help="Cosine decay floor, as a share of the peak rate.")
 @click.option("--grad-clip", type=float, default=1.0, show_default=True, help="Clip the gradient norm (0 disables).")
 @click.option("--accum-steps", type=int, default=1, show_default=True, help="Micro-batches per optimiser step.")
+@click.option("--local-loss/--global-loss", default=False, show_default=True,
+              help="With several processes: each computes the loss of its own pairs against all gathered ones "
+                   "(cheaper than the whole global batch's; the same gradients).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="bf16 autocasts on CPU and CUDA.")
 @click.option("--lock-image/--no-lock-image", default=False, show_default=True, help="Freeze the image tower (LiT).")
 @click.option("--lock-image-unlocked", type=int, default=0, show_default=True, help="Last image-tower groups left trainable when locked.")
@@ -97,17 +102,20 @@ class RichReporter:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True, help="DataLoader worker processes decoding images.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--nproc", type=int,
+              help="Train in N processes on this machine (one per GPU; gloo on CPU), started as torchrun would.")
 @click.option("--out-dir", help="Run folder (default runs/<date-time>).")
 @click.option("--save-every", type=int, default=1, show_default=True, help="Write epoch_NNN.safetensors every N epochs.")
 @click.option("--resume", help="'latest' (needs --out-dir) or a latest.safetensors path: continue where that run stopped.")
 @click.option("-v", "--verbose", is_flag=True, help="Show informational log messages.")
 @click.pass_context
 @friendly_errors
-def train(ctx: click.Context, config_path: str | None, verbose: bool, **params) -> None:
+def train(ctx: click.Context, config_path: str | None, verbose: bool, nproc: int | None, **params) -> None:
     """Train a contrastive image-text model and write checkpoints to a run folder."""
     setup_logging(verbose)
     from pathlib import Path
 
+    from tinymvlm.distributed import is_main_process
     from tinymvlm.errors import TmvError
     from tinymvlm.train import CONFIG, train as run_training
 
@@ -126,9 +134,46 @@ def train(ctx: click.Context, config_path: str | None, verbose: bool, **params) 
     if config_path:
         base.update(read_yaml(config_path))
     cfg = build_config(ctx, params, base)
+    if nproc is not None:
+        _launch(cfg, nproc, verbose)
+        return
+    if not is_main_process():
+        err.quiet = True  # under torchrun rank 0 alone prints progress, warnings and errors
     reporter = RichReporter()
     try:
         run_dir = run_training(cfg, reporter)
     finally:
         reporter.close()
     err.print(f"done: checkpoints in {run_dir}")
+
+
+def _launch(cfg, nproc: int, verbose: bool) -> None:
+    """`--nproc N`: N copies of `tmv train` on the options resolved here (config files, flags,
+    the resumed run's config), started by torchrun's machinery."""
+    import os
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import torch
+    import yaml
+
+    from tinymvlm import distributed
+    from tinymvlm.errors import TmvError
+
+    if nproc < 1:
+        raise TmvError(f"--nproc must be 1 or more, not {nproc}")
+    if "WORLD_SIZE" in os.environ:
+        raise TmvError("--nproc starts its own processes; under torchrun leave it out")
+    if cfg.device in ("auto", "cuda") and torch.cuda.is_available() and nproc > torch.cuda.device_count():
+        raise TmvError(f"--nproc {nproc} needs a GPU each, this machine has {torch.cuda.device_count()}")
+    with tempfile.TemporaryDirectory(prefix="tmv-launch-") as tmp:
+        config = Path(tmp) / "train.yaml"
+        config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+        failed = distributed.launch(nproc, ["-m", "tinymvlm.cli", "train", "--config", str(config),
+                                            *(["--verbose"] if verbose else [])], tmp)
+    if failed.get(0) == 2:
+        sys.exit(2)  # rank 0 has printed its one-line error
+    if failed:
+        rank = min(failed)
+        raise TmvError(f"training process {rank} of {nproc} failed with exit status {failed[rank]}; see its output above")

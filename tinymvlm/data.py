@@ -398,7 +398,7 @@ def load_hf_dataset(source: str, split: str | None, image_column: str | None, ca
     keys, captions, kept_rows, skipped = [], [], [], []
     for row in rows:
         value = all_captions[row]
-        caps = [value] if isinstance(value, str) else list(value or [])
+        caps = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else []
         caps = [" ".join(str(c).split()) for c in caps]
         caps = [c for c in caps if c]
         if not caps:

@@ -2,6 +2,10 @@
 
 Every epoch's randomness (sample order, caption choice, augmentation, dropout) is derived from
 (seed, epoch), so `--resume latest` replays the remaining epochs exactly as an uninterrupted run.
+
+Under torchrun every rank runs `train`: DistributedDataParallel, each rank a shard of every epoch's
+order (so N ranks with batch B see the global batches one process with batch N*B would), the loss
+over the global batch; rank 0 alone validates, logs, reports and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -9,26 +13,32 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import contextlib
 import os
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from . import distributed
 
 from .atomic import write_text
 from .checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint
 from .config import ModelConfig
 from .data import PairSet, load_pairs, require_pairs
-from .embed import autocast, embed_pixel_batches, embed_texts
+from .distributed import Dist, resolve_device
+from .embed import autocast
 from .errors import TmvError
+from .evaluate import evaluate
 from .factory import create_model
-from .loss import contrastive_loss
-from .metrics import recall_at_k
+from .loss import global_contrastive_loss
 from .model import TinyClip
 from .transform import build_transforms
 
@@ -59,6 +69,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
     accum_steps: int = 1
+    local_loss: bool = False
     precision: str = "fp32"
     lock_image: bool = False
     lock_image_unlocked: int = 0
@@ -286,12 +297,6 @@ def _train_mode(model: TinyClip, cfg: TrainConfig) -> None:
         model.text_tower.eval()
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def load_datasets(cfg: TrainConfig) -> tuple[PairSet, PairSet | None]:
     pairs = require_pairs(load_pairs(cfg.data, cfg.image_root, cfg.image_column, cfg.caption_column, cfg.split))
     if cfg.val_data is not None:
@@ -307,40 +312,31 @@ def load_datasets(cfg: TrainConfig) -> tuple[PairSet, PairSet | None]:
     return pairs, None
 
 
-@torch.inference_mode()
-def evaluate(model: TinyClip, tokenizer, pairs: PairSet, batch_size: int = 64, precision: str = "fp32",
-             device: torch.device | str = "cpu", workers: int = 0, ks: Sequence[int] = (1, 5, 10),
-             features: torch.Tensor | None = None) -> dict[str, float]:
-    """Recall@k both directions on a PairSet (every caption of every image). `features` are the
-    images' cached tower features, when the image tower is locked."""
-    model.eval()
-    if features is not None:
-        images = model.project_image(features.to(device)).cpu().numpy()
-    else:
-        transform = build_transforms(model.data_config, training=False)
-        loader = DataLoader(_Pixels(pairs, transform), batch_size=batch_size, num_workers=workers)
-        images = np.concatenate(list(embed_pixel_batches(model, iter(loader), precision, str(device))))
-    texts = [c for caps in pairs.captions for c in caps]
-    text_image = [i for i, caps in enumerate(pairs.captions) for _ in caps]
-    captions = embed_texts(model, tokenizer, texts, batch_size=256, precision=precision, device=str(device))
-    return recall_at_k(images, captions, text_image, ks)
-
-
-class _Pixels(Dataset):
-    def __init__(self, pairs: PairSet, transform) -> None:
-        self.pairs, self.transform = pairs, transform
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.transform(self.pairs.images.open(i))
-
-
 def score(metrics: dict[str, float]) -> float:
     """What `best` maximises: the mean of R@1, R@5 and R@10 over both directions."""
     keys = [f"{d}_R@{k}" for d in ("t2i", "i2t") for k in (1, 5, 10)]
     return sum(metrics[k] for k in keys) / len(keys)
+
+
+class _Embed(nn.Module):
+    """What DDP wraps: a batch to both embeddings and the temperature in one forward, since DDP
+    synchronises the gradients of what its wrapped module's forward computed."""
+
+    def __init__(self, model: TinyClip, cached: bool) -> None:
+        super().__init__()
+        self.model, self.cached = model, cached
+
+    def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor):
+        if self.cached:
+            image_emb = self.model.project_image(images)
+        else:
+            image_emb = self.model.encode_image(images.contiguous(memory_format=torch.channels_last))
+        return image_emb, self.model.encode_text(ids, mask), self.model.scale()
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """Augmentation and dropout randomness of one rank in one epoch."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
 def _seed_all(seed: int) -> None:
@@ -381,18 +377,26 @@ def resume_path(cfg: TrainConfig, run_dir: Path) -> Path:
 
 
 def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Path:
-    """Run training; returns the run folder."""
+    """Run training; returns the run folder. Under torchrun, call it on every rank: the reporter
+    hears only rank 0's progress, with global figures."""
+    with distributed.session(cfg.device) as (info, device):
+        return _train(cfg, reporter if info.is_main else None, info, device)
+
+
+def _train(cfg: TrainConfig, reporter: Reporter | None, info: Dist, device: torch.device) -> Path:
     import yaml
 
     reporter = reporter or Reporter()
-    device = resolve_device(cfg.device)
-    run_dir = run_dir_for(cfg)
+    main, world = info.is_main, info.world_size
+    run_dir = Path(distributed.broadcast_text(str(run_dir_for(cfg)), device))
     _seed_all(cfg.seed)
 
     train_pairs, val_pairs = load_datasets(cfg)
     reporter.skipped(train_pairs)
     if val_pairs is not None and val_pairs.skipped:
         reporter.skipped(val_pairs)
+    if len(train_pairs) < world:
+        raise TmvError(f"{len(train_pairs)} training images are too few for {world} processes")
 
     state_tensors, state_info = {}, None
     if cfg.resume:
@@ -409,26 +413,32 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Path:
     if cfg.lock_text:
         _lock_text(model, cfg.lock_text_unlocked)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(run_dir / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     train_tf = build_transforms(model.data_config, training=True)
     tokens = pretokenize(tokenizer, train_pairs.captions, model.config.context_length)
     cached = cfg.lock_image and cfg.lock_image_unlocked == 0 and cfg.cache_image_features
     val_features = None
     if cached:
+        # Every rank computes every view with the same seed, so all hold the same cache.
         reporter.notice(f"caching locked image-tower features: {cfg.image_views} augmented view(s) of {len(train_pairs)} images")
         feats = image_features(model, train_pairs, train_tf, cfg.image_views, cfg.batch_size * 2, cfg.workers,
                                cfg.precision, device, cfg.seed)
         dataset = FeatureDataset(feats, train_pairs.captions, tokens)
-        if val_pairs is not None:
+        if val_pairs is not None and main:
             val_features = image_features(model, val_pairs, build_transforms(model.data_config, training=False), 1,
                                           cfg.batch_size * 2, cfg.workers, cfg.precision, device)[:, 0]
     else:
         dataset = PairDataset(train_pairs, train_tf, tokens)
     collate = Collate(tokenizer.pad_token_id or 0, model.config.context_length if cfg.pad_to_max else None)
-    drop_last = len(dataset) > cfg.batch_size
-    batches_per_epoch = len(dataset) // cfg.batch_size if drop_last else 1
+    # Each rank takes every world-th item of one shared order, after the tail is cut to a multiple of
+    # the world size: equal batches on every rank, global batches as one process with world x batch.
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=info.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    per_rank = len(sampler)
+    drop_last = per_rank > cfg.batch_size
+    batches_per_epoch = per_rank // cfg.batch_size if drop_last else 1
     steps_per_epoch = max(1, batches_per_epoch // cfg.accum_steps)
     total_steps = steps_per_epoch * cfg.epochs
 
@@ -437,24 +447,30 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Path:
     if state_info is not None:
         _restore_trainer_state(optimizer, state_tensors, state_info)
         start_epoch, step, best = state_info["epoch"], state_info["step"], state_info["best"]
-        _truncate_metrics(run_dir / METRICS, step)
+        if main:
+            _truncate_metrics(run_dir / METRICS, step)
         if start_epoch >= cfg.epochs:
             reporter.notice(f"run already finished {start_epoch} epochs; raise --epochs to train more")
             return run_dir
-    elif (run_dir / METRICS).exists():
+    elif main and (run_dir / METRICS).exists():
         (run_dir / METRICS).unlink()
 
+    net: nn.Module = _Embed(model, cached)
+    if world > 1:
+        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     reporter.start(total_steps, step, {"train_images": len(train_pairs), "train_captions": train_pairs.num_captions,
                                        "val_images": len(val_pairs) if val_pairs else 0, "device": str(device),
-                                       "run_dir": str(run_dir)})
+                                       "processes": world, "run_dir": str(run_dir)})
     trainable = [p for p in model.parameters() if p.requires_grad]
     for epoch in range(start_epoch, cfg.epochs):
         _train_mode(model, cfg)
-        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        seed = _epoch_seed(cfg.seed, epoch, info.rank)
+        torch.manual_seed(seed)
         dataset.set_epoch(cfg.seed, epoch)
-        loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=drop_last,
+        sampler.set_epoch(epoch)
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=drop_last,
                             num_workers=0 if cached else cfg.workers, collate_fn=collate, persistent_workers=False,
-                            generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+                            generator=torch.Generator().manual_seed(seed))
         epoch_loss, epoch_pairs, started = 0.0, 0, time.perf_counter()
         micro = 0
         for images, ids, mask in loader:
@@ -463,17 +479,16 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Path:
                 for group in optimizer.param_groups:
                     group["lr"] = group["base_lr"] * factor
                 step_loss = 0.0
-            with autocast(device, cfg.precision):
-                if cached:
-                    image_emb = model.project_image(images.to(device))
-                else:
-                    image_emb = model.encode_image(images.to(device).contiguous(memory_format=torch.channels_last))
-                text_emb = model.encode_text(ids.to(device), mask.to(device))
-                loss = contrastive_loss(image_emb, text_emb, model.scale())
-            (loss / cfg.accum_steps).backward()
-            step_loss += loss.item() / cfg.accum_steps
-            epoch_pairs += len(images)
             micro += 1
+            # Ranks exchange gradients once per optimiser step, on its last micro-batch.
+            local_only = world > 1 and micro < cfg.accum_steps
+            with net.no_sync() if local_only else contextlib.nullcontext():
+                with autocast(device, cfg.precision):
+                    image_emb, text_emb, scale = net(images.to(device), ids.to(device), mask.to(device))
+                    loss = global_contrastive_loss(image_emb, text_emb, scale, cfg.local_loss)
+                (loss / cfg.accum_steps).backward()
+            step_loss += loss.item() / cfg.accum_steps
+            epoch_pairs += len(images) * world
             if micro < cfg.accum_steps:
                 continue
             micro = 0
@@ -483,31 +498,45 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Path:
             optimizer.zero_grad(set_to_none=True)
             model.clamp_logit_scale()
             step += 1
+            step_loss = distributed.mean(step_loss, device)
             epoch_loss += step_loss
             rate = epoch_pairs / max(time.perf_counter() - started, 1e-9)
             lr = max(group["lr"] for group in optimizer.param_groups)
-            _append_jsonl(run_dir / METRICS, {"type": "step", "step": step, "epoch": epoch + 1,
-                                              "loss": step_loss, "lr": lr})
+            if main:
+                _append_jsonl(run_dir / METRICS, {"type": "step", "step": step, "epoch": epoch + 1,
+                                                  "loss": step_loss, "lr": lr})
             reporter.step(step, epoch + 1, step_loss, lr, rate)
         optimizer.zero_grad(set_to_none=True)
         elapsed = time.perf_counter() - started
-        record = {"type": "epoch", "step": step, "epoch": epoch + 1,
-                  "train_loss": epoch_loss / steps_per_epoch, "pairs_per_s": epoch_pairs / max(elapsed, 1e-9),
-                  "epoch_seconds": elapsed, "logit_scale": float(model.scale().detach())}
-        if val_pairs is not None:
-            reporter.validating(epoch + 1)
-            record["val"] = evaluate(model, tokenizer, val_pairs, cfg.batch_size * 2, cfg.precision, device, cfg.workers,
-                                     features=val_features)
-        current = score(record["val"]) if "val" in record else None
-        improved = current is None or best is None or current > best
-        if improved:
-            best = current
-        info = {"epoch": epoch + 1, "step": step, "metrics": record.get("val", {}), "train_loss": record["train_loss"]}
-        if (epoch + 1) % cfg.save_every == 0 or epoch + 1 == cfg.epochs:
-            save_checkpoint(run_dir / f"epoch_{epoch + 1:03d}.safetensors", model, tokenizer, info)
-        if improved:
-            save_checkpoint(run_dir / BEST, model, tokenizer, info)
-        save_checkpoint(run_dir / LATEST, model, tokenizer, info, _trainer_state(optimizer, epoch + 1, step, best))
-        _append_jsonl(run_dir / METRICS, record)
-        reporter.epoch_end(record)
+        if main:
+            record = {"type": "epoch", "step": step, "epoch": epoch + 1, "train_loss": epoch_loss / steps_per_epoch,
+                      "pairs_per_s": epoch_pairs / max(elapsed, 1e-9), "epoch_seconds": elapsed,
+                      "logit_scale": float(model.scale().detach())}
+            best = _end_epoch(cfg, model, tokenizer, optimizer, reporter, run_dir, val_pairs, val_features, device,
+                              record, best)
+        distributed.barrier()
     return run_dir
+
+
+def _end_epoch(cfg: TrainConfig, model: TinyClip, tokenizer, optimizer: torch.optim.Optimizer, reporter: Reporter,
+               run_dir: Path, val_pairs: PairSet | None, val_features: torch.Tensor | None, device: torch.device,
+               record: dict, best: float | None) -> float | None:
+    """Rank 0's end of an epoch: validation, checkpoints, the log line. Returns the best score."""
+    epoch, step = record["epoch"], record["step"]
+    if val_pairs is not None:
+        reporter.validating(epoch)
+        record["val"] = evaluate(model, tokenizer, val_pairs, cfg.batch_size * 2, cfg.precision, device, cfg.workers,
+                                 features=val_features)
+    current = score(record["val"]) if "val" in record else None
+    improved = current is None or best is None or current > best
+    if improved:
+        best = current
+    info = {"epoch": epoch, "step": step, "metrics": record.get("val", {}), "train_loss": record["train_loss"]}
+    if epoch % cfg.save_every == 0 or epoch == cfg.epochs:
+        save_checkpoint(run_dir / f"epoch_{epoch:03d}.safetensors", model, tokenizer, info)
+    if improved:
+        save_checkpoint(run_dir / BEST, model, tokenizer, info)
+    save_checkpoint(run_dir / LATEST, model, tokenizer, info, _trainer_state(optimizer, epoch, step, best))
+    _append_jsonl(run_dir / METRICS, record)
+    reporter.epoch_end(record)
+    return best

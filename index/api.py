@@ -1,0 +1,212 @@
+"""The Python API, mirroring `tmv index` and `tmv search`:
+
+    from tinymvlm.index import Index
+    idx = Index("~/.tmv-index", checkpoint="runs/latest-run")
+    report = idx.add(["~/Photos"], captions=["captions.txt"])
+    for hit in idx.search("cat + in snow - dog", k=5):
+        print(hit.rank, hit.score, hit.path)
+
+Which model: `checkpoint` when given (a file or run folder); otherwise the checkpoint an existing index
+was built with, if that file still exists; otherwise the best checkpoint of the most recently trained run
+under ./runs or $TMV_RUNS. An index keeps its model: to re-embed with another one, pass
+`checkpoint=...` with `rebuild=True`. Any other model is refused, before it is even loaded (its
+fingerprint is in the checkpoint's metadata).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from tinymvlm.checkpoint import load_checkpoint, read_metadata, resolve_checkpoint
+from tinymvlm.errors import TmvError
+
+from .catalog import KINDS, Catalog
+from .embedder import EmbedConfig, draft_size, resolve_device, resolve_precision
+from .indexer import SYNC_EVERY_S, IndexReport, Progress, apply_metadata, embed_images, index_captions
+from .lock import IndexLock
+from .query import Term, parse_query
+from .scan import normalise_roots, plan_images
+from .search import Hit, Searcher, combine
+from .store import IndexStore, ModelInfo
+from .vectors import IndexSpec
+
+
+class Index:
+    """One index folder (None: the default folder, see store.default_index_dir) and its model."""
+
+    def __init__(self, folder: str | Path | None = None, checkpoint: str | Path | None = None,
+                 device: str = "auto", precision: str = "auto") -> None:
+        self.store = IndexStore(folder)
+        self.checkpoint = checkpoint
+        self.device, self.precision = device, precision
+        self._model = self._tokenizer = self._info = None
+        self._searcher: Searcher | None = None
+
+    @property
+    def folder(self) -> Path:
+        return self.store.folder
+
+    # ----------------------------------------------------------------------------------- model
+
+    def checkpoint_path(self) -> Path:
+        """The checkpoint this index uses (the rule in the module docstring)."""
+        if self.checkpoint is not None:
+            return resolve_checkpoint(self.checkpoint)
+        if self.store.exists():
+            built = Path(self.store.read_manifest()["model"]["checkpoint"])
+            if built.is_file():
+                return built
+        return resolve_checkpoint(None)
+
+    def model_info(self) -> ModelInfo:
+        """Identity of the model from its checkpoint's metadata, without building it."""
+        if self._info is None:
+            path = self.checkpoint_path()
+            meta = read_metadata(path)
+            config = meta["model_config"]
+            self._info = ModelInfo(meta["fingerprint"], str(path.resolve()), int(config["embed_dim"]), meta["image_arch"])
+        return self._info
+
+    def _load_model(self):
+        if self._model is None:
+            model, tokenizer, _ = load_checkpoint(self.model_info().checkpoint)
+            self._model, self._tokenizer = model.to(resolve_device(self.device)).eval(), tokenizer
+        return self._model, self._tokenizer
+
+    # ------------------------------------------------------------------------------------- add
+
+    def add(self, paths: Sequence[str | Path] = (), captions: Sequence[str | Path] = (), exclude: Sequence[str] = (),
+            caption_column: str | None = None, spec: IndexSpec | None = None, embed: EmbedConfig | None = None,
+            rebuild: bool = False, wait: bool = False, progress: Progress | None = None) -> IndexReport:
+        """Bring the index up to date with image folders/files and caption files. With no paths and no
+        captions, re-scans the folders indexed before. `spec` None keeps the index's type settings."""
+        progress = progress or Progress()
+        embed = embed or EmbedConfig(device=self.device, precision=self.precision)
+        report = IndexReport()
+        with IndexLock(self.folder, wait=wait):
+            self._close_searcher()
+            if rebuild and self.store.folder.exists():
+                kept = self.model_info()  # resolve before the manifest naming the old checkpoint goes
+                self.store.wipe()
+                self._info = kept
+            info = self.model_info()
+            manifest = self.store.read_manifest() if self.store.exists() else self.store.create(info, spec or IndexSpec())
+            self.store.check_model(manifest, info)
+            if spec is not None:
+                manifest["spec"] = spec.to_dict()
+            spec = IndexSpec(**manifest["spec"])
+            catalog = Catalog(self.store.catalog_path)
+            try:
+                roots = normalise_roots(paths) if paths else []
+                if not paths and not captions:
+                    roots = [r for r in catalog.roots() if Path(r).exists()]
+                    if not roots:
+                        raise TmvError(f"nothing to index: give image folders (tmv index PATH) or --captions FILE; "
+                                       f"{self.folder} has no folders recorded from earlier runs")
+                if roots:
+                    self._add_images(catalog, manifest, spec, roots, exclude, embed, report, progress)
+                    if paths:
+                        with catalog.transaction():
+                            catalog.add_roots(roots)
+                if captions:
+                    model, tokenizer = self._load_model()
+                    index_captions(catalog, model, tokenizer, [str(c) for c in captions], caption_column, embed,
+                                   report, progress)
+                for kind in KINDS:
+                    manifest = self.store.sync(catalog, manifest, kind, spec)
+                manifest["counts"]["skipped"] = catalog.count_skipped()
+                self.store.write_manifest(manifest)
+                report.counts = dict(manifest["counts"])
+            finally:
+                catalog.close()
+        return report
+
+    def _add_images(self, catalog: Catalog, manifest: dict, spec: IndexSpec, roots: list[str], exclude: Sequence[str],
+                    embed: EmbedConfig, report: IndexReport, progress: Progress) -> None:
+        plan = plan_images(catalog, roots, exclude, progress.scanned)
+        progress.planned(plan)
+        report.scanned, report.unchanged, report.known_bad = plan.scanned, plan.unchanged, plan.known_bad
+        apply_metadata(catalog, plan, report)
+        if not plan.embed:
+            return
+        model, _ = self._load_model()
+        last_sync = [time.monotonic()]
+
+        def periodic_sync() -> None:
+            if time.monotonic() - last_sync[0] > SYNC_EVERY_S:
+                self.store.sync(catalog, manifest, "images", spec)
+                last_sync[0] = time.monotonic()
+
+        embed_images(catalog, model, plan, embed, report, progress, on_commit=periodic_sync)
+
+    # ---------------------------------------------------------------------------------- search
+
+    def _close_searcher(self) -> None:
+        if self._searcher is not None:
+            self._searcher.close()
+            self._searcher = None
+
+    def searcher(self) -> Searcher:
+        if self._searcher is None:
+            searcher = Searcher(self.store)
+            self.store.check_model(searcher.manifest, self.model_info())
+            self._searcher = searcher
+        return self._searcher
+
+    def embed_query(self, terms: list[Term]) -> np.ndarray:
+        """The combined, normalised query vector of parsed terms."""
+        import torch
+
+        from tinymvlm.embed import autocast, embed_texts
+        from tinymvlm.transform import build_transforms, load_image
+
+        model, tokenizer = self._load_model()
+        device = resolve_device(self.device)
+        precision = resolve_precision(device, self.precision)
+        rows = np.zeros((len(terms), model.embed_dim), dtype=np.float32)
+        texts = [(n, t.text) for n, t in enumerate(terms) if t.text is not None]
+        if texts:
+            rows[[n for n, _ in texts]] = embed_texts(model, tokenizer, [t for _, t in texts], precision=precision,
+                                                      device=str(device))
+        images = [(n, t.image) for n, t in enumerate(terms) if t.image is not None]
+        if images:
+            transform = build_transforms(model.data_config, training=False)
+            pixels = []
+            for _, path in images:
+                try:
+                    pixels.append(transform(load_image(path, draft_size(model.data_config))))
+                except Exception as exc:
+                    raise TmvError(f"cannot read query image {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+            with torch.inference_mode(), autocast(device, precision):
+                vecs = model.encode_image(torch.stack(pixels).to(device))
+            rows[[n for n, _ in images]] = vecs.float().cpu().numpy()
+        return combine(terms, rows)
+
+    def search(self, query: str | None = None, image: str | Path | Sequence[str | Path] | None = None, k: int = 10,
+               texts: bool = False, nprobe: int | None = None, ef_search: int | None = None) -> list[Hit]:
+        """Top-k images (or captions with `texts=True`) for a text expression and/or query image(s)."""
+        images = [] if image is None else [str(image)] if isinstance(image, (str, Path)) else [str(i) for i in image]
+        searcher = self.searcher()
+        vector = self.embed_query(parse_query(query, images))
+        return searcher.search(vector, k, "captions" if texts else "images", nprobe, ef_search)
+
+    def search_vector(self, vector: np.ndarray, k: int = 10, texts: bool = False, nprobe: int | None = None,
+                      ef_search: int | None = None) -> list[Hit]:
+        """Top-k for a ready embedding (e.g. one taken from the catalogue)."""
+        return self.searcher().search(vector, k, "captions" if texts else "images", nprobe, ef_search)
+
+    def info(self) -> dict:
+        return self.store.read_manifest()
+
+    def close(self) -> None:
+        self._close_searcher()
+
+    def __enter__(self) -> "Index":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

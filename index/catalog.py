@@ -1,0 +1,266 @@
+"""The SQLite catalogue: the index's source of truth.
+
+Every image row holds its path, size, mtime, content hash and its vector (float32 bytes); every caption
+row its source file, text and vector. The FAISS files are derived from these rows and can always be
+rebuilt or reconciled from them without re-embedding (store.py), so a crash between writing the two can
+lose nothing. Design rules:
+
+* Row ids are the FAISS vector ids, and they are never reused (AUTOINCREMENT): a changed file gets a new
+  row, so an id always means the same vector and reconciling FAISS with the catalogue is a set
+  difference of ids.
+* Triggers bump a per-table generation on every insert and delete, so a reader can tell in O(1) whether
+  the FAISS file it loaded matches the catalogue snapshot it reads.
+* WAL mode: one writer (under the lock, lock.py) commits a batch at a time while readers keep reading
+  the snapshot their transaction started with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from tinymvlm.errors import TmvError
+
+SCHEMA_VERSION = "1"
+KINDS = ("images", "captions")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS roots (path TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_hash ON images(hash);
+CREATE TABLE IF NOT EXISTS captions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    text TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    UNIQUE (source, text)
+);
+CREATE INDEX IF NOT EXISTS captions_text ON captions(text);
+CREATE TABLE IF NOT EXISTS skipped (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+INSERT OR IGNORE INTO meta VALUES ('schema', '1'), ('generation:images', '0'), ('generation:captions', '0');
+"""
+
+_TRIGGERS = "".join(
+    f"""
+CREATE TRIGGER IF NOT EXISTS {kind}_ins AFTER INSERT ON {kind} BEGIN
+    UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation:{kind}'; END;
+CREATE TRIGGER IF NOT EXISTS {kind}_del AFTER DELETE ON {kind} BEGIN
+    UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation:{kind}'; END;
+""" for kind in KINDS)
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    hash: str
+
+
+def to_blob(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+
+
+def _under(column: str, roots: Sequence[str]) -> tuple[str, list]:
+    """SQL condition and parameters for `column` equal to or below one of `roots` (no LIKE escaping)."""
+    clauses, params = [], []
+    for root in roots:
+        prefix = root.rstrip(os.sep) + os.sep
+        clauses.append(f"({column} = ? OR substr({column}, 1, ?) = ?)")
+        params += [root, len(prefix), prefix]
+    return " OR ".join(clauses) or "0", params
+
+
+class Catalog:
+    """A connection to one catalogue file. Not shared between threads or processes. `readonly` only
+    promises not to write (no schema set-up); SQLite's own read-only mode cannot open a WAL file whose
+    -shm file is missing, so it is not used."""
+
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if readonly and not self.path.exists():
+            raise TmvError(f"no index catalogue at {self.path}; build the index with 'tmv index PATH'")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            if not readonly:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.executescript(_SCHEMA + _TRIGGERS)
+            version = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise TmvError(f"index catalogue {self.path} is unreadable ({exc}); rebuild it with 'tmv index --rebuild'") from exc
+        if version is None or version[0] != SCHEMA_VERSION:
+            raise TmvError(f"index catalogue {self.path} has schema {version and version[0]!r}, this tinymvlm reads "
+                           f"{SCHEMA_VERSION}; rebuild it with 'tmv index --rebuild'")
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A write transaction: everything in it is committed together or not at all."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction: every query inside sees the same committed state."""
+        self.db.execute("BEGIN")
+        try:
+            self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            yield
+        finally:
+            self.db.execute("COMMIT")
+
+    # ------------------------------------------------------------------------------------ generic
+
+    def generation(self, kind: str) -> int:
+        return int(self.db.execute("SELECT value FROM meta WHERE key = ?", (f"generation:{kind}",)).fetchone()[0])
+
+    def count(self, kind: str) -> int:
+        return self.db.execute(f"SELECT count(*) FROM {_table(kind)}").fetchone()[0]
+
+    def ids(self, kind: str) -> np.ndarray:
+        rows = self.db.execute(f"SELECT id FROM {_table(kind)} ORDER BY id").fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def vectors(self, kind: str, ids: Sequence[int], dim: int) -> np.ndarray:
+        """Vectors of `ids`, in that order."""
+        out = np.empty((len(ids), dim), dtype=np.float32)
+        found = {}
+        for start in range(0, len(ids), 500):
+            chunk = [int(i) for i in ids[start:start + 500]]
+            marks = ",".join("?" * len(chunk))
+            for row_id, blob in self.db.execute(f"SELECT id, vector FROM {_table(kind)} WHERE id IN ({marks})", chunk):
+                found[row_id] = blob
+        for n, i in enumerate(ids):
+            out[n] = np.frombuffer(found[int(i)], dtype=np.float32)
+        return out
+
+    def iter_vectors(self, kind: str, dim: int, batch: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) of the whole table in id order, a chunk at a time."""
+        cursor = self.db.execute(f"SELECT id, vector FROM {_table(kind)} ORDER BY id")
+        while rows := cursor.fetchmany(batch):
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+            yield ids, vecs
+
+    def labels(self, kind: str, ids: Iterable[int]) -> dict[int, str]:
+        """Path (images) or caption text (captions) of each id that still exists."""
+        column = "path" if kind == "images" else "text"
+        ids = [int(i) for i in ids]
+        out: dict[int, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(self.db.execute(f"SELECT id, {column} FROM {_table(kind)} WHERE id IN ({marks})", chunk).fetchall())
+        return out
+
+    # ------------------------------------------------------------------------------------- images
+
+    def roots(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT path FROM roots ORDER BY path")]
+
+    def add_roots(self, roots: Iterable[str]) -> None:
+        self.db.executemany("INSERT OR IGNORE INTO roots VALUES (?)", [(r,) for r in roots])
+
+    def images_under(self, roots: Sequence[str]) -> dict[str, ImageRow]:
+        where, params = _under("path", roots)
+        rows = self.db.execute(f"SELECT id, path, size, mtime_ns, hash FROM images WHERE {where}", params)
+        return {r[1]: ImageRow(*r) for r in rows}
+
+    def skipped_under(self, roots: Sequence[str]) -> dict[str, tuple[int, int, str]]:
+        where, params = _under("path", roots)
+        rows = self.db.execute(f"SELECT path, size, mtime_ns, reason FROM skipped WHERE {where}", params)
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def image_ids_by_hash(self, hashes: Iterable[str]) -> dict[str, int]:
+        hashes = list(set(hashes))
+        out: dict[str, int] = {}
+        for start in range(0, len(hashes), 500):
+            chunk = hashes[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(self.db.execute(f"SELECT hash, min(id) FROM images WHERE hash IN ({marks}) GROUP BY hash", chunk))
+        return out
+
+    def insert_image(self, path: str, size: int, mtime_ns: int, digest: str, vector: np.ndarray | bytes) -> None:
+        blob = vector if isinstance(vector, bytes) else to_blob(vector)
+        self.db.execute("INSERT INTO images (path, size, mtime_ns, hash, vector) VALUES (?, ?, ?, ?, ?)",
+                        (path, size, mtime_ns, digest, blob))
+        self.db.execute("DELETE FROM skipped WHERE path = ?", (path,))
+
+    def image_blob(self, row_id: int) -> bytes:
+        return self.db.execute("SELECT vector FROM images WHERE id = ?", (row_id,)).fetchone()[0]
+
+    def move_image(self, row_id: int, path: str, size: int, mtime_ns: int) -> None:
+        """A renamed file keeps its row, id and vector: nothing changes on the FAISS side."""
+        self.db.execute("UPDATE images SET path = ?, size = ?, mtime_ns = ? WHERE id = ?", (path, size, mtime_ns, row_id))
+        self.db.execute("DELETE FROM skipped WHERE path = ?", (path,))
+
+    def touch_image(self, row_id: int, size: int, mtime_ns: int) -> None:
+        self.db.execute("UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?", (size, mtime_ns, row_id))
+
+    def delete_images(self, ids: Iterable[int]) -> None:
+        self.db.executemany("DELETE FROM images WHERE id = ?", [(int(i),) for i in ids])
+
+    def record_skip(self, path: str, size: int, mtime_ns: int, reason: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)", (path, size, mtime_ns, reason))
+
+    def count_skipped(self) -> int:
+        return self.db.execute("SELECT count(*) FROM skipped").fetchone()[0]
+
+    def forget_skips(self, paths: Iterable[str]) -> None:
+        self.db.executemany("DELETE FROM skipped WHERE path = ?", [(p,) for p in paths])
+
+    # ----------------------------------------------------------------------------------- captions
+
+    def captions_of(self, source: str) -> dict[str, int]:
+        return dict(self.db.execute("SELECT text, id FROM captions WHERE source = ?", (source,)))
+
+    def caption_blobs_by_text(self, texts: Iterable[str]) -> dict[str, bytes]:
+        texts = list(set(texts))
+        out: dict[str, bytes] = {}
+        for start in range(0, len(texts), 500):
+            chunk = texts[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(self.db.execute(f"SELECT text, vector FROM captions WHERE text IN ({marks}) GROUP BY text", chunk))
+        return out
+
+    def insert_caption(self, source: str, text: str, vector: np.ndarray | bytes) -> None:
+        blob = vector if isinstance(vector, bytes) else to_blob(vector)
+        self.db.execute("INSERT INTO captions (source, text, vector) VALUES (?, ?, ?)", (source, text, blob))
+
+    def delete_captions(self, ids: Iterable[int]) -> None:
+        self.db.executemany("DELETE FROM captions WHERE id = ?", [(int(i),) for i in ids])
+
+
+def _table(kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"unknown vector kind {kind!r}")
+    return kind
