@@ -165,7 +165,7 @@ def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, checkpoint: str 
     from tinymvlm.checkpoint import load_checkpoint, read_metadata, resolve_checkpoint
     from tinymvlm.evaluate import EvalSettings
     from tinymvlm.metrics import check_ks
-    from tinymvlm.train import resolve_device
+    from tinymvlm.distributed import resolve_device
 
     ks_list = check_ks(ks or DEFAULT_KS) if not zeroshot else []
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from .console import err, friendly_errors, setup_logging
@@ -58,7 +60,7 @@ class RichProgress:
         self.progress.stop()
 
 
-def summarise(report, folder, verbose: bool) -> None:
+def summarise(report, folder, verbose: bool, prefix: str = "") -> None:
     from rich.markup import escape
 
     parts = [f"{report.scanned} image files", f"{report.unchanged} unchanged", f"{report.embedded} embedded"]
@@ -66,7 +68,7 @@ def summarise(report, folder, verbose: bool) -> None:
         if getattr(report, name):
             parts.append(f"{getattr(report, name)} {name}")
     if report.scanned or report.embedded:
-        err.print("images: " + ", ".join(parts) + (f" ({report.images_per_s:.1f} images/s)" if report.embedded else ""))
+        err.print(prefix + "images: " + ", ".join(parts) + (f" ({report.images_per_s:.1f} images/s)" if report.embedded else ""))
     if report.captions_added or report.captions_removed or report.captions_kept:
         err.print(f"captions: {report.captions_added} added ({report.captions_embedded} embedded), "
                   f"{report.captions_removed} removed, {report.captions_kept} unchanged")
@@ -74,7 +76,7 @@ def summarise(report, folder, verbose: bool) -> None:
     if problems:
         err.print(f"[yellow]warning:[/] skipped {len(problems)} file(s) or row(s):")
         for path, reason in problems[:20 if not verbose else None]:
-            err.print(f"  {escape(path)}" + (f": {escape(reason)}" if reason else ""))
+            err.print(f"  {escape(path)}" + (f": {escape(reason)}" if reason else ""), soft_wrap=True)
         if len(problems) > 20 and not verbose:
             err.print(f"  ... and {len(problems) - 20} more (-v lists all)")
     if report.known_bad:
@@ -83,7 +85,17 @@ def summarise(report, folder, verbose: bool) -> None:
             for path, reason in report.known_bad:
                 err.print(f"  {escape(path)}: {escape(reason)}")
     counts = report.counts
-    err.print(f"index {escape(str(folder))}: {counts.get('images', 0)} images, {counts.get('captions', 0)} captions")
+    err.print(f"index {escape(str(folder))}: {counts.get('images', 0)} images, {counts.get('captions', 0)} captions",
+              soft_wrap=True)
+
+
+def nothing_indexed(report) -> str:
+    """The error of a run that left the index empty (exit status non-zero; any other run exits 0)."""
+    skipped = len(report.failed) + len(report.known_bad) + len(report.caption_skips)
+    if skipped:
+        return (f"nothing could be indexed: all {skipped} file(s) or row(s) were skipped (reasons above); "
+                "fix or remove them and run again")
+    return "nothing could be indexed: no image files (.jpg, .png, .webp, ...) found; check the path"
 
 
 @click.command()
@@ -96,7 +108,8 @@ def summarise(report, folder, verbose: bool) -> None:
               help="Caption file to index for text search: one per line, or a TSV/CSV/JSONL column. Repeatable.")
 @click.option("--caption-column", help="Column name (or 0-based number) of the captions in a TSV/CSV/JSONL file.")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files/folders matching this glob (relative path or name). Repeatable.")
-@click.option("--rebuild", is_flag=True, help="Start over: drop the index and embed everything again.")
+@click.option("--rebuild", is_flag=True, help="Start over: drop the index and embed everything again. "
+                                             "With --merge: replace an index at --index that was not made by merging.")
 @click.option("--index-type", type=click.Choice(["auto", "flat", "ivf", "hnsw"]),
               help="FAISS index type. auto (default): exact flat below 200,000 vectors, IVF above. Kept by later runs.")
 @click.option("--nlist", type=int, help="IVF cells (default about 4*sqrt(n)).")
@@ -105,43 +118,127 @@ def summarise(report, folder, verbose: bool) -> None:
 @click.option("--ef-construction", type=int, help="HNSW build breadth (default 80).")
 @click.option("--ef-search", type=int, help="HNSW search breadth (default 96).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--workers", type=int, help="DataLoader processes decoding images (default: one per core, at most 8).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--workers", type=int, help="DataLoader processes decoding images (default: one per core, at most 8; "
+                                          "shared among the processes of a torchrun job).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ... (under torchrun: cuda:LOCAL_RANK).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="auto: bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32.")
+@click.option("--shard", "shard_text", metavar="I/N",
+              help="Index only shard I of N (0-based) into INDEX/shards/I-of-N, e.g. one job per machine; "
+                   "then combine them with --merge. Under torchrun each process takes shard RANK/WORLD_SIZE itself.")
+@click.option("--merge", is_flag=True, help="Combine finished shards into --index: PATH... are the shard folders "
+                                            "(default: every INDEX/shards/I-of-N). Copies vectors, embeds nothing.")
+@click.option("--nproc", type=int, help="Index in N processes on this machine (started as torchrun would), then merge.")
 @click.option("--wait", is_flag=True, help="If another 'tmv index' holds the index, wait for it instead of exiting.")
 @click.option("-v", "--verbose", is_flag=True, help="Show informational messages and every skipped file.")
+@click.pass_context
 @friendly_errors
-def index(paths, index_dir, checkpoint, captions, caption_column, exclude, rebuild, index_type, nlist, nprobe,
-          hnsw_m, ef_construction, ef_search, batch_size, workers, device, precision, wait, verbose) -> None:
+def index(ctx: click.Context, paths, index_dir, checkpoint, captions, caption_column, exclude, rebuild, index_type,
+          nlist, nprobe, hnsw_m, ef_construction, ef_search, batch_size, workers, device, precision, shard_text, merge,
+          nproc, wait, verbose) -> None:
     """Embed every image under PATH... (and caption files) into an index that later runs update incrementally.
 
     Only new and changed files are embedded; deleted files are dropped, moved or renamed ones keep their
     vectors (matched by content hash). With no PATH, the folders indexed before are re-scanned. An
-    interrupted run keeps every finished batch; run it again to resume.
+    interrupted run keeps every finished batch; run it again to resume. Large collections split across
+    processes or machines: see --shard, --merge, --nproc, and torchrun.
     """
     setup_logging(verbose)
-    from tinymvlm.index import EmbedConfig, Index, IndexSpec
+    from pathlib import Path
 
+    from tinymvlm.errors import TmvError
+    from tinymvlm.index import EmbedConfig, Index, IndexSpec, default_index_dir
+    from tinymvlm.index.shard import Shard, torchrun_shard
+
+    under_torchrun = torchrun_shard()
+    if sum(map(bool, (shard_text, merge, nproc is not None, under_torchrun))) > 1:
+        raise TmvError("use one of --shard, --merge, --nproc and torchrun at a time")
+    if nproc is not None:
+        _launch(ctx, nproc)
+        return
+    out = Path(index_dir).expanduser() if index_dir else default_index_dir()
+    shard = Shard.parse(shard_text) if shard_text else under_torchrun
+    idx = Index(shard.folder(out) if shard else out, checkpoint=checkpoint, device=device, precision=precision)
     spec_flags = {"nlist": nlist, "nprobe": nprobe, "hnsw_m": hnsw_m, "ef_construction": ef_construction,
                   "ef_search": ef_search}
-    idx = Index(index_dir, checkpoint=checkpoint, device=device, precision=precision)
     spec = None
     if index_type is not None or any(v is not None for v in spec_flags.values()):
-        base = idx.info()["spec"] if idx.store.exists() and not rebuild else {}
+        base = idx.info()["spec"] if idx.store.exists() and not rebuild and not merge else {}
         base.update({k: v for k, v in spec_flags.items() if v is not None})
         if index_type is not None:
             base["type"] = index_type
         spec = IndexSpec(**base)
-    progress = RichProgress()
-    try:
-        report = idx.add(paths, captions=captions, exclude=exclude, caption_column=caption_column, spec=spec,
-                         embed=EmbedConfig(batch_size=batch_size, workers=workers, device=device, precision=precision),
-                         rebuild=rebuild, wait=wait, progress=progress)
-    except KeyboardInterrupt:
-        progress.close()
-        err.print("interrupted: every finished batch is kept; run the same command again to resume")
-        raise SystemExit(130)
-    finally:
-        progress.close()
-    summarise(report, idx.folder, verbose)
+    if merge:
+        _merge(paths, out, spec, rebuild, wait)
+        return
+    if under_torchrun:
+        from tinymvlm.index.shard import process_group, rank_device, rank_workers
+
+        device, workers = rank_device(device), rank_workers(workers)
+        idx.device = device
+    with process_group() if under_torchrun else contextlib.nullcontext() as barrier:
+        progress = RichProgress() if shard is None or shard.index == 0 else None
+        try:
+            report = idx.add(paths, captions=captions, exclude=exclude, caption_column=caption_column, spec=spec,
+                             embed=EmbedConfig(batch_size=batch_size, workers=workers, device=device,
+                                               precision=precision),
+                             rebuild=rebuild, wait=wait, progress=progress, shard=shard)
+        except KeyboardInterrupt:
+            err.print("interrupted: every finished batch is kept; run the same command again to resume")
+            raise SystemExit(130)
+        finally:
+            if progress is not None:
+                progress.close()
+        summarise(report, idx.folder, verbose, f"shard {shard}: " if shard else "")
+        if shard is None and not report.counts.get("images") and not report.counts.get("captions"):
+            raise TmvError(nothing_indexed(report))
+        if under_torchrun:
+            barrier()  # every rank's shard is complete past this point
+            if shard.index == 0:
+                _merge([Shard(i, shard.count).folder(out) for i in range(shard.count)], out, spec, rebuild, wait)
+        elif shard:
+            err.print(f"shard {shard} done; once all {shard.count} are, combine them: tmv index --merge --index {out}")
+
+
+def _merge(paths, out, spec, rebuild: bool, wait: bool) -> None:
+    from rich.markup import escape
+
+    from tinymvlm.index.merge import merge_shards
+    from tinymvlm.index.shard import shard_folders
+
+    report = merge_shards(list(paths) or shard_folders(out), out, spec, replace=rebuild, wait=wait)
+    counts = report.counts
+    err.print(f"merged {report.shards} shards into {escape(str(out))} in {report.seconds:.1f} s: "
+              f"{counts['images']} images, {counts['captions']} captions, {counts['skipped']} skipped files")
+
+
+def _launch(ctx: click.Context, nproc: int) -> None:
+    """`--nproc N`: this same command in N processes through torchrun's machinery (which merge)."""
+    import sys
+    import tempfile
+
+    from tinymvlm import distributed
+    from tinymvlm.errors import TmvError
+
+    if nproc < 1:
+        raise TmvError(f"--nproc must be 1 or more, not {nproc}")
+    options, paths = [], []
+    for param in ctx.command.params:
+        value = ctx.params[param.name]
+        if param.name == "nproc" or value in (None, False, ()):
+            continue
+        if isinstance(param, click.Argument):
+            paths = ["--", *value]  # after "--", a path starting with "-" stays a path
+        elif param.is_flag:
+            options.append(param.opts[0])
+        else:
+            for item in value if param.multiple else [value]:
+                options += [param.opts[0], str(item)]
+    args = options + paths
+    with tempfile.TemporaryDirectory(prefix="tmv-launch-") as tmp:
+        failed = distributed.launch(nproc, ["-m", "tinymvlm.cli", "index", *args], tmp)
+    if failed and set(failed.values()) == {2}:
+        sys.exit(2)  # the failing processes have printed their one-line errors
+    if failed:
+        rank = min(failed)
+        raise TmvError(f"indexing process {rank} of {nproc} failed with exit status {failed[rank]}; see its output above")

@@ -20,6 +20,18 @@ def print_table(hits, texts: bool) -> None:
     out.print(table)
 
 
+def json_line(hit) -> str:
+    """One hit as JSON. A file name that is not UTF-8 keeps its odd bytes as \\udcXX escapes, which
+    Python's json and os.fsencode turn back into the name; any other line is plain UTF-8."""
+    import json
+
+    try:
+        hit.label.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(hit.to_dict())
+    return json.dumps(hit.to_dict(), ensure_ascii=False)
+
+
 @click.command()
 @click.argument("query", nargs=-1)
 @click.option("--index", "index_dir", type=click.Path(file_okay=False),
@@ -45,7 +57,6 @@ def search(query, index_dir, checkpoint, k, images, texts, as_json, paths_only, 
     --paths-only); messages go to stderr.
     """
     setup_logging(verbose)
-    import json
     import sys
 
     from tinymvlm.errors import TmvError
@@ -70,9 +81,11 @@ def search(query, index_dir, checkpoint, k, images, texts, as_json, paths_only, 
         err.print(f"wrote {html_file}", markup=False)
     if not hits:
         err.print("no results: the index is empty" + (" of captions (index some with --captions FILE)" if texts else ""))
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")  # a file name that is not UTF-8 prints as its own bytes
     if as_json:
         for hit in hits:
-            sys.stdout.write(json.dumps(hit.to_dict(), ensure_ascii=False) + "\n")
+            sys.stdout.write(json_line(hit) + "\n")
     elif paths_only:
         for hit in hits:
             sys.stdout.write(hit.label + "\n")

@@ -98,7 +98,7 @@ class RichReporter:
 @click.option("--lock-text-unlocked", type=int, default=0, show_default=True, help="Last text layers left trainable when locked.")
 @click.option("--cache-image-features/--no-cache-image-features", default=True, show_default=True,
               help="With a fully locked image tower, compute its features once per augmented view.")
-@click.option("--image-views", type=int, default=4, show_default=True, help="Augmented views cached per image.")
+@click.option("--image-views", type=int, default=4, show_default=True, help="Views cached per image: the plain evaluation view plus augmented ones.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True, help="DataLoader worker processes decoding images.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
@@ -150,6 +150,7 @@ def train(ctx: click.Context, config_path: str | None, verbose: bool, nproc: int
 def _launch(cfg, nproc: int, verbose: bool) -> None:
     """`--nproc N`: N copies of `tmv train` on the options resolved here (config files, flags,
     the resumed run's config), started by torchrun's machinery."""
+    import logging
     import os
     import sys
     import tempfile
@@ -167,6 +168,8 @@ def _launch(cfg, nproc: int, verbose: bool) -> None:
         raise TmvError("--nproc starts its own processes; under torchrun leave it out")
     if cfg.device in ("auto", "cuda") and torch.cuda.is_available() and nproc > torch.cuda.device_count():
         raise TmvError(f"--nproc {nproc} needs a GPU each, this machine has {torch.cuda.device_count()}")
+    if not verbose:  # the launcher's own log lines; the processes report themselves
+        logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory(prefix="tmv-launch-") as tmp:
         config = Path(tmp) / "train.yaml"
         config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")

@@ -2,7 +2,8 @@
 
 Each PNG stamp has a .txt whose first line is an English caption. A stamp is held out for testing when
 int(sha1(path relative to the stamps folder).hexdigest()[:8], 16) % 5 == 0: about 633 train and 152
-test pairs, the same split on every machine.
+test pairs, the same split on every machine. The held-out stamps are also copied, with their caption
+files, under OUT_DIR/test-images/ so that they can be indexed as a photo folder.
 
     python examples/tuxpaint_pairs.py OUT_DIR [--stamps /usr/share/tuxpaint/stamps]
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import shutil
 import sys
 from pathlib import Path
 
@@ -50,6 +52,11 @@ def main() -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_pairs(args.out_dir / "train.tsv", train)
     write_pairs(args.out_dir / "test.tsv", test)
+    for image, _ in test:
+        target = args.out_dir / "test-images" / Path(image).relative_to(args.stamps)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for source in (Path(image), Path(image).with_suffix(".txt")):
+            shutil.copyfile(source, target.with_suffix(source.suffix))
     print(f"{len(train)} train and {len(test)} test pairs in {args.out_dir}")
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from .lock import IndexLock
 from .query import Term, parse_query
 from .scan import normalise_roots, plan_images
 from .search import Hit, Searcher, combine
+from .shard import Shard, check_role
 from .store import IndexStore, ModelInfo
 from .vectors import IndexSpec
 
@@ -81,9 +82,12 @@ class Index:
 
     def add(self, paths: Sequence[str | Path] = (), captions: Sequence[str | Path] = (), exclude: Sequence[str] = (),
             caption_column: str | None = None, spec: IndexSpec | None = None, embed: EmbedConfig | None = None,
-            rebuild: bool = False, wait: bool = False, progress: Progress | None = None) -> IndexReport:
+            rebuild: bool = False, wait: bool = False, progress: Progress | None = None,
+            shard: Shard | None = None) -> IndexReport:
         """Bring the index up to date with image folders/files and caption files. With no paths and no
-        captions, re-scans the folders indexed before. `spec` None keeps the index's type settings."""
+        captions, re-scans the folders indexed before. `spec` None keeps the index's type settings.
+        `shard`: this folder holds one shard (shard.py) and takes only its share of the images;
+        captions go to shard 0 alone (text is cheap to embed next to images)."""
         progress = progress or Progress()
         embed = embed or EmbedConfig(device=self.device, precision=self.precision)
         report = IndexReport()
@@ -94,7 +98,11 @@ class Index:
                 self.store.wipe()
                 self._info = kept
             info = self.model_info()
-            manifest = self.store.read_manifest() if self.store.exists() else self.store.create(info, spec or IndexSpec())
+            if self.store.exists():
+                manifest = self.store.read_manifest()
+            else:
+                manifest = self.store.create(info, spec or IndexSpec(), {"shard": shard.to_dict()} if shard else None)
+            check_role(self.folder, manifest, shard)
             self.store.check_model(manifest, info)
             if spec is not None:
                 manifest["spec"] = spec.to_dict()
@@ -108,11 +116,12 @@ class Index:
                         raise TmvError(f"nothing to index: give image folders (tmv index PATH) or --captions FILE; "
                                        f"{self.folder} has no folders recorded from earlier runs")
                 if roots:
-                    self._add_images(catalog, manifest, spec, roots, exclude, embed, report, progress)
+                    keep = shard.owns(roots) if shard is not None else None
+                    self._add_images(catalog, manifest, spec, roots, exclude, embed, report, progress, keep)
                     if paths:
                         with catalog.transaction():
                             catalog.add_roots(roots)
-                if captions:
+                if captions and (shard is None or shard.index == 0):
                     model, tokenizer = self._load_model()
                     index_captions(catalog, model, tokenizer, [str(c) for c in captions], caption_column, embed,
                                    report, progress)
@@ -126,8 +135,9 @@ class Index:
         return report
 
     def _add_images(self, catalog: Catalog, manifest: dict, spec: IndexSpec, roots: list[str], exclude: Sequence[str],
-                    embed: EmbedConfig, report: IndexReport, progress: Progress) -> None:
-        plan = plan_images(catalog, roots, exclude, progress.scanned)
+                    embed: EmbedConfig, report: IndexReport, progress: Progress,
+                    keep: Callable[[str], bool] | None = None) -> None:
+        plan = plan_images(catalog, roots, exclude, progress.scanned, keep)
         progress.planned(plan)
         report.scanned, report.unchanged, report.known_bad = plan.scanned, plan.unchanged, plan.known_bad
         apply_metadata(catalog, plan, report)

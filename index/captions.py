@@ -102,8 +102,8 @@ def _jsonl(path: Path, lines, column: str | None, skipped: list[Skip]) -> list[s
         where = f"{path}:{number}"
         try:
             record = json.loads(text) if text is not None else None
-        except json.JSONDecodeError as exc:
-            skipped.append(Skip(where, f"not JSON ({exc.msg})"))
+        except (json.JSONDecodeError, RecursionError) as exc:
+            skipped.append(Skip(where, f"not JSON ({getattr(exc, 'msg', 'nested too deeply')})"))
             continue
         if isinstance(record, str):
             out.append(record)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,14 @@ from tinymvlm.errors import TmvError
 
 SCHEMA_VERSION = "1"
 KINDS = ("images", "captions")
+CATALOG_FILES = ("catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm")
+# Columns copied by a merge (merge.py), the order rows are read in, and what a clash means: an image
+# path in two shards is an error; an identical caption is the same vector, kept once.
+_COPY = {
+    "images": ("path, size, mtime_ns, hash, vector", "path", "INSERT"),
+    "captions": ("source, text, vector", "source, text", "INSERT OR IGNORE"),
+    "skipped": ("path, size, mtime_ns, reason", "path", "INSERT OR REPLACE"),
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -77,6 +86,35 @@ class ImageRow:
     hash: str
 
 
+# POSIX file names are bytes; Python spells a byte that is not UTF-8 as a lone surrogate (U+DC80-U+DCFF),
+# which SQLite text cannot hold. The catalogue stores such a byte as one of the last 128 code points of
+# plane 16 (U+10FF80-U+10FFFF), and prefixes a name's own characters from that range (and the escape,
+# U+10FF7F) with the escape: one-to-one and prefix-preserving, so folder queries still work.
+_ESC = "\U0010ff7f"
+_FS_SPECIAL = re.compile("[\udc80-\udcff\U0010ff7f-\U0010ffff]")
+_DB_SPECIAL = re.compile("[\U0010ff7f-\U0010ffff]")
+
+
+def db_path(path: str) -> str:
+    """A file path as the catalogue stores it (see above); the identity for any UTF-8 name."""
+    if not _FS_SPECIAL.search(path):
+        return path
+    return _FS_SPECIAL.sub(lambda m: chr(ord(m[0]) - 0xDC80 + 0x10FF80) if m[0] <= "\udcff" else _ESC + m[0], path)
+
+
+def fs_path(text: str) -> str:
+    """The inverse of db_path: the path as Python's os functions spell it."""
+    if not _DB_SPECIAL.search(text):
+        return text
+    out, chars = [], iter(text)
+    for c in chars:
+        if c == _ESC:
+            out.append(next(chars, ""))
+        else:
+            out.append(chr(ord(c) - 0x10FF80 + 0xDC80) if c >= "\U0010ff80" else c)
+    return "".join(out)
+
+
 def to_blob(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
 
@@ -85,6 +123,7 @@ def _under(column: str, roots: Sequence[str]) -> tuple[str, list]:
     """SQL condition and parameters for `column` equal to or below one of `roots` (no LIKE escaping)."""
     clauses, params = [], []
     for root in roots:
+        root = db_path(root)
         prefix = root.rstrip(os.sep) + os.sep
         clauses.append(f"({column} = ? OR substr({column}, 1, ?) = ?)")
         params += [root, len(prefix), prefix]
@@ -179,26 +218,27 @@ class Catalog:
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
             marks = ",".join("?" * len(chunk))
-            out.update(self.db.execute(f"SELECT id, {column} FROM {_table(kind)} WHERE id IN ({marks})", chunk).fetchall())
+            rows = self.db.execute(f"SELECT id, {column} FROM {_table(kind)} WHERE id IN ({marks})", chunk)
+            out.update((i, fs_path(label)) if kind == "images" else (i, label) for i, label in rows)
         return out
 
     # ------------------------------------------------------------------------------------- images
 
     def roots(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT path FROM roots ORDER BY path")]
+        return [fs_path(r[0]) for r in self.db.execute("SELECT path FROM roots ORDER BY path")]
 
     def add_roots(self, roots: Iterable[str]) -> None:
-        self.db.executemany("INSERT OR IGNORE INTO roots VALUES (?)", [(r,) for r in roots])
+        self.db.executemany("INSERT OR IGNORE INTO roots VALUES (?)", [(db_path(r),) for r in roots])
 
     def images_under(self, roots: Sequence[str]) -> dict[str, ImageRow]:
         where, params = _under("path", roots)
         rows = self.db.execute(f"SELECT id, path, size, mtime_ns, hash FROM images WHERE {where}", params)
-        return {r[1]: ImageRow(*r) for r in rows}
+        return {fs_path(r[1]): ImageRow(r[0], fs_path(r[1]), *r[2:]) for r in rows}
 
     def skipped_under(self, roots: Sequence[str]) -> dict[str, tuple[int, int, str]]:
         where, params = _under("path", roots)
         rows = self.db.execute(f"SELECT path, size, mtime_ns, reason FROM skipped WHERE {where}", params)
-        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+        return {fs_path(r[0]): (r[1], r[2], r[3]) for r in rows}
 
     def image_ids_by_hash(self, hashes: Iterable[str]) -> dict[str, int]:
         hashes = list(set(hashes))
@@ -211,6 +251,7 @@ class Catalog:
 
     def insert_image(self, path: str, size: int, mtime_ns: int, digest: str, vector: np.ndarray | bytes) -> None:
         blob = vector if isinstance(vector, bytes) else to_blob(vector)
+        path = db_path(path)
         self.db.execute("INSERT INTO images (path, size, mtime_ns, hash, vector) VALUES (?, ?, ?, ?, ?)",
                         (path, size, mtime_ns, digest, blob))
         self.db.execute("DELETE FROM skipped WHERE path = ?", (path,))
@@ -220,6 +261,7 @@ class Catalog:
 
     def move_image(self, row_id: int, path: str, size: int, mtime_ns: int) -> None:
         """A renamed file keeps its row, id and vector: nothing changes on the FAISS side."""
+        path = db_path(path)
         self.db.execute("UPDATE images SET path = ?, size = ?, mtime_ns = ? WHERE id = ?", (path, size, mtime_ns, row_id))
         self.db.execute("DELETE FROM skipped WHERE path = ?", (path,))
 
@@ -230,13 +272,13 @@ class Catalog:
         self.db.executemany("DELETE FROM images WHERE id = ?", [(int(i),) for i in ids])
 
     def record_skip(self, path: str, size: int, mtime_ns: int, reason: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)", (path, size, mtime_ns, reason))
+        self.db.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)", (db_path(path), size, mtime_ns, reason))
 
     def count_skipped(self) -> int:
         return self.db.execute("SELECT count(*) FROM skipped").fetchone()[0]
 
     def forget_skips(self, paths: Iterable[str]) -> None:
-        self.db.executemany("DELETE FROM skipped WHERE path = ?", [(p,) for p in paths])
+        self.db.executemany("DELETE FROM skipped WHERE path = ?", [(db_path(p),) for p in paths])
 
     # ----------------------------------------------------------------------------------- captions
 
@@ -258,6 +300,30 @@ class Catalog:
 
     def delete_captions(self, ids: Iterable[int]) -> None:
         self.db.executemany("DELETE FROM captions WHERE id = ?", [(int(i),) for i in ids])
+
+    # ------------------------------------------------------------------------------------ merging
+
+    def rows(self, table: str, batch: int) -> Iterator[list[tuple]]:
+        """Every row of `table` ("images", "captions", "skipped") as merge copies it, in a fixed order."""
+        columns, order, _ = _COPY[table]
+        cursor = self.db.execute(f"SELECT {columns} FROM {table} ORDER BY {order}")
+        while rows := cursor.fetchmany(batch):
+            yield rows
+
+    def insert_rows(self, table: str, rows: Sequence[tuple]) -> None:
+        """Append rows read by `rows` (new ids for images and captions)."""
+        columns, _, verb = _COPY[table]
+        marks = ",".join("?" * len(columns.split(",")))
+        self.db.executemany(f"{verb} INTO {table} ({columns}) VALUES ({marks})", rows)
+
+    def known_paths(self, paths: Sequence[str]) -> list[str]:
+        """Those of `paths` that already have an image row."""
+        out: list[str] = []
+        for start in range(0, len(paths), 500):
+            chunk = list(paths[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            out += [r[0] for r in self.db.execute(f"SELECT path FROM images WHERE path IN ({marks})", chunk)]
+        return out
 
 
 def _table(kind: str) -> str:

@@ -11,6 +11,7 @@ import io
 from pathlib import Path
 from typing import Sequence
 
+from tinymvlm.files import printable
 from tinymvlm.transform import load_image
 
 from .search import Hit
@@ -26,6 +27,11 @@ figcaption{font-size:.8em;word-break:break-all;margin-top:4px} .score{color:#666
 .missing{width:%(t)dpx;height:%(t)dpx;display:flex;align-items:center;justify-content:center;background:#eee;color:#900}
 table{border-collapse:collapse} td{padding:4px 10px;border-bottom:1px solid #ddd}
 """ % {"t": THUMB}
+
+
+def _text(value: str) -> str:
+    """Escaped for HTML text and attributes; bytes of a file name that are not UTF-8 shown as U+FFFD."""
+    return html.escape(printable(value), quote=True)
 
 
 def thumbnail_uri(path: str, size: int = THUMB) -> str | None:
@@ -44,8 +50,8 @@ def contact_sheet(hits: Sequence[Hit], query: str) -> str:
     """The HTML page for `hits` of `query` (images as a grid, captions as a table)."""
     title = f"tinymvlm search: {query}"
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>"]
+             f"<title>{_text(title)}</title><style>{_STYLE}</style></head><body>",
+             f"<h1>{_text(title)}</h1>"]
     captions = [h for h in hits if h.kind == "captions"]
     images = [h for h in hits if h.kind == "images"]
     if images:
@@ -53,15 +59,15 @@ def contact_sheet(hits: Sequence[Hit], query: str) -> str:
         for hit in images:
             uri = thumbnail_uri(hit.label)
             link = html.escape(Path(hit.label).absolute().as_uri(), quote=True)
-            picture = (f'<img src="{uri}" alt="{html.escape(Path(hit.label).name, quote=True)}" loading="lazy">'
+            picture = (f'<img src="{uri}" alt="{_text(Path(hit.label).name)}" loading="lazy">'
                        if uri else '<div class="missing">cannot display</div>')
             parts.append(f'<figure><a href="{link}">{picture}</a><figcaption><span class="score">#{hit.rank} '
-                         f'{hit.score:.3f}</span><br>{html.escape(hit.label)}</figcaption></figure>')
+                         f'{hit.score:.3f}</span><br>{_text(hit.label)}</figcaption></figure>')
         parts.append("</div>")
     if captions:
         parts.append("<table><tr><th>rank</th><th>score</th><th>caption</th></tr>")
         for hit in captions:
-            parts.append(f"<tr><td>{hit.rank}</td><td>{hit.score:.3f}</td><td>{html.escape(hit.label)}</td></tr>")
+            parts.append(f"<tr><td>{hit.rank}</td><td>{hit.score:.3f}</td><td>{_text(hit.label)}</td></tr>")
         parts.append("</table>")
     if not hits:
         parts.append("<p>No results.</p>")

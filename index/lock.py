@@ -16,6 +16,7 @@ from pathlib import Path
 from tinymvlm.errors import TmvError
 
 LOCK_NAME = "lock"
+STALE_PREFIXES = (".manifest.json.", ".images.", ".captions.")  # atomic-write temp files of an index
 
 
 class IndexLock:
@@ -52,6 +53,9 @@ class IndexLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         self._fd = fd
+        for stale in self.path.parent.glob(".*.tmp"):  # temp files of a writer killed mid-write (atomic.py)
+            if stale.name.startswith(STALE_PREFIXES):
+                stale.unlink(missing_ok=True)
 
     def release(self) -> None:
         if self._fd is None:

@@ -7,6 +7,7 @@ query vector is the weighted sum of the terms' embeddings, normalised.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -30,17 +31,24 @@ class Term:
         return what if self.weight == 1 else f"{self.weight:g}×{what}"
 
 
+def _expand(path: str) -> str:
+    try:
+        return os.path.expanduser(path)
+    except ValueError:  # a NUL byte after ~: not a path, whatever it is
+        return path
+
+
 def is_image_query(term: str) -> bool:
-    return is_image_name(term) and os.path.isfile(os.path.expanduser(term))
+    return is_image_name(term) and os.path.isfile(_expand(term))
 
 
 def parse_query(text: str | None, images: Sequence[str] = ()) -> list[Term]:
     """Terms of a query expression plus `--image` files (weight 1 each)."""
     terms: list[Term] = []
     for image in images:
-        if not os.path.isfile(os.path.expanduser(image)):
+        if not os.path.isfile(_expand(image)):
             raise TmvError(f"--image {image}: no such file")
-        terms.append(Term(1.0, image=os.path.expanduser(image)))
+        terms.append(Term(1.0, image=_expand(image)))
     if text and text.strip():
         parts = _SPLIT.split(" " + text.strip())
         sign = 1.0
@@ -57,8 +65,10 @@ def parse_query(text: str | None, images: Sequence[str] = ()) -> list[Term]:
             match = _WEIGHT.match(part)
             if match:
                 part, weight = match.group(1).strip(), float(match.group(2))
+                if not math.isfinite(weight):
+                    raise TmvError(f"query term {part!r}: weight {match.group(2)[:20]}... is too large; use a number like 0.5 or 2")
             if is_image_query(part):
-                terms.append(Term(sign * weight, image=os.path.expanduser(part)))
+                terms.append(Term(sign * weight, image=_expand(part)))
             else:
                 terms.append(Term(sign * weight, text=part))
     if not terms:

@@ -117,13 +117,18 @@ def hash_files(files: Sequence[FileStat], workers: int = 4) -> tuple[dict[str, s
 
 
 def plan_images(catalog: Catalog, roots: Sequence[str], exclude: Sequence[str] = (),
-                on_file: Callable[[int], None] | None = None) -> Plan:
-    """Scan `roots` and decide, file by file, the least work that brings the catalogue up to date."""
+                on_file: Callable[[int], None] | None = None, keep: Callable[[str], bool] | None = None) -> Plan:
+    """Scan `roots` and decide, file by file, the least work that brings the catalogue up to date.
+    `keep` limits the run to the files it accepts (a shard's share, shard.py), before any is hashed."""
     found, stat_failed = walk(roots, exclude, on_file)
+    if keep is not None:
+        found = {path: st for path, st in found.items() if keep(path)}
+        stat_failed = [(st, reason) for st, reason in stat_failed if keep(st.path)]
     rows = catalog.images_under(roots)
     skips = catalog.skipped_under(roots)
     plan = Plan(failed=list(stat_failed))
-    plan.forget_skips = [p for p in skips if p not in found]
+    unstatable = {st.path for st, _ in stat_failed}  # still there, still failing: keep their records
+    plan.forget_skips = [p for p in skips if p not in found and p not in unstatable]
 
     new: list[FileStat] = []
     changed: list[tuple[FileStat, ImageRow]] = []

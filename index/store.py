@@ -104,11 +104,12 @@ class IndexStore:
                 f"not {model.fingerprint} ({model.checkpoint}); pass --checkpoint {built['checkpoint']}, "
                 "or re-embed everything with this model: 'tmv index --rebuild'")
 
-    def create(self, model: ModelInfo, spec: IndexSpec) -> dict:
-        """A fresh manifest for an empty index (the caller holds the lock)."""
+    def create(self, model: ModelInfo, spec: IndexSpec, extra: dict | None = None) -> dict:
+        """A fresh manifest for an empty index (the caller holds the lock); `extra` adds keys from the
+        start, such as a shard's identity (shard.py), so no crash can leave a manifest without them."""
         manifest = {"format": FORMAT, "model": model.to_dict(), "embed_dim": model.embed_dim, "metric": METRIC,
                     "spec": spec.to_dict(), "indexes": {}, "counts": {"images": 0, "captions": 0, "skipped": 0},
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {})}
         self.write_manifest(manifest)
         return manifest
 

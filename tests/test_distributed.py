@@ -68,8 +68,9 @@ def _step_losses(run: Path) -> list[float]:
     return [r["loss"] for r in records if r["type"] == "step"]
 
 
-def _max_weight_difference(a: Path, b: Path, prefix: str = "") -> float:
-    """Largest absolute difference over the tensors whose names start with `prefix`."""
+def _max_difference(a: Path, b: Path, prefix: str = "") -> float:
+    """Largest absolute difference between two checkpoints' tensors (weights, optimiser moments)
+    whose names start with `prefix`."""
     from safetensors.torch import load_file
 
     x, y = load_file(a), load_file(b)
@@ -103,7 +104,9 @@ def test_one_step_on_two_processes_equals_one_process_with_the_global_batch(mode
     ddp = tmp_path / "ddp"
     assert sorted(p.name for p in ddp.iterdir()) == sorted(p.name for p in single.iterdir())
     assert _step_losses(ddp) == pytest.approx(_step_losses(single), abs=1e-6)
-    assert _max_weight_difference(single / "latest.safetensors", ddp / "latest.safetensors") < 1e-5
+    # Weights and AdamW's moments: a first Adam step hardly depends on the gradient's scale, the
+    # moments do (a gather whose backward misses other ranks' gradients is off by 6e-4 here).
+    assert _max_difference(single / "latest.safetensors", ddp / "latest.safetensors") < 1e-5
     lines = result.stderr.splitlines()  # rank 0 alone reports
     assert sum("training on 8 images" in line for line in lines) == 1
     assert "in each of 2 processes" in result.stderr
@@ -142,8 +145,8 @@ def test_torchrun_with_local_loss_accumulation_locked_tower_and_resume(model_con
     expected = _step_losses(single)
     assert len(expected) == 4 and len(set(expected)) == 4
     assert _step_losses(ddp) == pytest.approx(expected, rel=1e-5)
-    assert _max_weight_difference(single / "latest.safetensors", ddp / "latest.safetensors", "image_tower.") == 0
-    assert _max_weight_difference(single / "latest.safetensors", ddp / "latest.safetensors") < 1e-4
+    assert _max_difference(single / "latest.safetensors", ddp / "latest.safetensors", "image_tower.") == 0
+    assert _max_difference(single / "latest.safetensors", ddp / "latest.safetensors") < 1e-4
 
 
 def test_a_failing_run_under_nproc_is_one_line_from_rank_0(tmp_path):

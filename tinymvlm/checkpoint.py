@@ -100,14 +100,11 @@ def load_tokenizer(meta: dict):
 
 def load_checkpoint(path: str | Path, with_state: bool = False):
     """Rebuild (model, tokenizer, metadata[, trainer tensors]) from one checkpoint file, offline."""
-    import timm
-
-    from .towers import text_tower_from_config
+    from .towers import create_timm, text_tower_from_config
 
     meta = read_metadata(path)
     config = ModelConfig(**meta["model_config"])
-    kwargs = {} if config.image_size is None else {"img_size": config.image_size}
-    image_tower = timm.create_model(meta["image_arch"], pretrained=False, num_classes=0, **kwargs)
+    image_tower = create_timm(meta["image_arch"], False, config.image_size)
     text_tower = text_tower_from_config(meta["text_config"])
     model = TinyClip(config, image_tower, text_tower, meta["image_arch"], meta["data_config"])
     weights, state = {}, {}

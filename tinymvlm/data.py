@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ CAPTION_KEYS = ("caption", "captions", "alt_text", "text", "sentences", "sentenc
 SPLIT_SYNONYMS = {"val": ("val", "validation", "valid", "dev"), "validation": ("validation", "val", "valid", "dev"),
                   "test": ("test",), "train": ("train",)}
 PAIRS_SUFFIXES = {".tsv": "\t", ".txt": "\t", ".csv": ",", ".jsonl": "json", ".json": "json"}
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # control characters: spaces in a caption
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class PairSet:
     captions: list[list[str]]
     images: FileImages | DatasetImages
     skipped: list[Skip] = field(default_factory=list)
+    origins: list[str] = field(default_factory=list)  # where each image was first listed ("file:row"), if known
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -101,7 +104,7 @@ class PairSet:
 
     def subset(self, indices: Sequence[int], name: str | None = None) -> "PairSet":
         return PairSet(name or self.name, [self.keys[i] for i in indices], [self.captions[i] for i in indices],
-                       self.images.subset(indices), [])
+                       self.images.subset(indices), [], [self.origins[i] for i in indices] if self.origins else [])
 
     def split(self, fraction: float) -> tuple["PairSet", "PairSet"]:
         """Hold out about `fraction` of the images, chosen by a hash of each key: the same image
@@ -154,13 +157,13 @@ def require_pairs(pairs: PairSet) -> PairSet:
 
 
 def _decode_lines(path: Path) -> list[tuple[int, str | None]]:
-    """(row number, text or None for undecodable bytes); BOM and CR handled, blank rows dropped."""
+    """(row number, text or None for undecodable bytes); BOM and LF, CRLF or CR line ends handled,
+    blank rows dropped."""
     raw = path.read_bytes()
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     rows = []
-    for number, line in enumerate(raw.split(b"\n"), start=1):
-        line = line.rstrip(b"\r")
+    for number, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -194,8 +197,8 @@ def _parse_rows(path: Path, image_column: str | None, caption_column: str | None
         if path.suffix.lower() == ".json" and text_rows and text_rows[0][1].lstrip().startswith("["):
             try:
                 records = list(enumerate(json.loads("\n".join(t for _, t in text_rows)), start=1))
-            except json.JSONDecodeError as exc:
-                raise TmvError(f"{path}: not valid JSON ({exc}); use one JSON object per line (.jsonl)") from exc
+            except (json.JSONDecodeError, RecursionError) as exc:
+                raise TmvError(f"{path}: not valid JSON ({_json_problem(exc)}); use one JSON object per line (.jsonl)") from exc
         else:
             records = []
             for number, text in lines:
@@ -204,8 +207,8 @@ def _parse_rows(path: Path, image_column: str | None, caption_column: str | None
                     continue
                 try:
                     records.append((number, json.loads(text)))
-                except json.JSONDecodeError as exc:
-                    skipped.append(Skip(f"{path}:{number}", f"not a JSON object ({exc.msg})"))
+                except (json.JSONDecodeError, RecursionError) as exc:
+                    skipped.append(Skip(f"{path}:{number}", f"not a JSON object ({_json_problem(exc)})"))
         for number, record in records:
             if not isinstance(record, dict):
                 skipped.append(Skip(f"{path}:{number}", "not a JSON object"))
@@ -235,8 +238,10 @@ def _parse_rows(path: Path, image_column: str | None, caption_column: str | None
         try:
             fields = next(csv.reader([text], delimiter=kind, strict=True))
         except csv.Error as exc:
-            skipped.append(Skip(where, f"malformed quoting ({exc})"))
-            continue
+            if kind != "\t":
+                skipped.append(Skip(where, f"malformed quoting ({exc}); quote the whole field and double inner quotes"))
+                continue
+            fields = text.split("\t")  # a TSV caption may start with a quote that is just a quote
         if header is None and not out and _looks_like_header(fields, image_column, caption_column):
             header = fields
             names = [f.strip() for f in fields]
@@ -249,6 +254,10 @@ def _parse_rows(path: Path, image_column: str | None, caption_column: str | None
             continue
         out.append((number, fields[img_idx].strip(), [fields[cap_idx]]))
     return out
+
+
+def _json_problem(exc: Exception) -> str:
+    return exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
 
 
 def _looks_like_header(fields: list[str], image_column: str | None, caption_column: str | None) -> bool:
@@ -268,9 +277,10 @@ def load_pairs_file(path: Path, image_root: str | None = None, image_column: str
     paths: list[Path] = []
     captions: list[list[str]] = []
     seen: dict[tuple[str, str], int] = {}
+    origins: list[str] = []
     for number, image, caps in _parse_rows(path, image_column, caption_column, skipped):
         where = f"{path}:{number}"
-        caps = [" ".join(c.split()) for c in caps]
+        caps = [" ".join(_CONTROL.sub(" ", c).split()) for c in caps]
         caps = [c for c in caps if c]
         if not image:
             skipped.append(Skip(where, "empty image path"))
@@ -281,7 +291,11 @@ def load_pairs_file(path: Path, image_root: str | None = None, image_column: str
         if "://" in image:
             skipped.append(Skip(where, f"{image} is a URL; download the images and list local paths"))
             continue
-        file = Path(image).expanduser()
+        try:
+            file = Path(image).expanduser()
+        except (RuntimeError, ValueError):  # ~unknown_user, or a NUL byte after ~
+            skipped.append(Skip(where, f"cannot resolve image path {image!r}"))
+            continue
         file = file if file.is_absolute() else root / file
         if not file.is_file():
             skipped.append(Skip(where, f"image not found: {file}"))
@@ -296,11 +310,12 @@ def load_pairs_file(path: Path, image_root: str | None = None, image_column: str
                 fresh.append(c)
         if key not in by_image:
             by_image[key] = len(keys)
+            origins.append(where)
             keys.append(key)
             paths.append(file)
             captions.append([])
         captions[by_image[key]].extend(fresh)
-    pairs = PairSet(str(path), keys, captions, FileImages(paths), skipped)
+    pairs = PairSet(str(path), keys, captions, FileImages(paths), skipped, origins)
     keep = [i for i, c in enumerate(captions) if c]
     return pairs if len(keep) == len(keys) else _keep(pairs, keep)
 
@@ -362,7 +377,8 @@ def drop_unreadable(pairs: PairSet, workers: int = 4) -> PairSet:
     if len(keep) == len(pairs):
         return pairs
     kept = _keep(pairs, keep)
-    kept.skipped = pairs.skipped + [Skip(pairs.keys[i], e) for i, e in enumerate(errors) if e is not None]
+    where = pairs.origins or pairs.keys  # a pairs file's row, else the image's key
+    kept.skipped = pairs.skipped + [Skip(where[i], e) for i, e in enumerate(errors) if e is not None]
     return kept
 
 

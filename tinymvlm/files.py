@@ -15,6 +15,15 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def printable(path: str) -> str:
+    """`path` for people to read: bytes of a file name that are not UTF-8 (which Python spells as
+    surrogate escapes, and which no UTF-8 text can hold) shown as U+FFFD."""
+    try:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate no file name has
+        return path.encode("utf-8", "replace").decode("utf-8")
+
+
 def _excluded(path: str, root: str, patterns: Iterable[str]) -> bool:
     rel = os.path.relpath(path, root)
     return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(os.path.basename(path), p) for p in patterns)
@@ -23,7 +32,8 @@ def _excluded(path: str, root: str, patterns: Iterable[str]) -> bool:
 def iter_image_files(root: str | Path, exclude: Iterable[str] = ()) -> Iterator[Path]:
     """Yield image files under `root` in a stable (sorted) order. Hidden and junk folders are
     skipped; `exclude` globs match a path relative to `root` or a base name; a folder reached twice
-    through symlinks is walked once."""
+    through symlinks is walked once. An image-named symlink that cannot be followed (dangling, or a loop)
+    is yielded too, so that whoever opens it reports why it failed."""
     root = os.fspath(root)
     patterns = tuple(exclude)
     if os.path.isfile(root):
@@ -52,8 +62,10 @@ def iter_image_files(root: str | Path, exclude: Iterable[str] = ()) -> Iterator[
             try:
                 is_dir = entry.is_dir()
                 is_file = entry.is_file()
-            except OSError:
-                continue
+            except OSError:  # a symlink loop: yielded, so the caller reports it instead of losing it
+                is_dir, is_file = False, is_image_name(entry.name)
+            if not (is_dir or is_file) and entry.is_symlink() and is_image_name(entry.name):
+                is_file = True  # a dangling link: reported by the caller, not silently dropped
             if is_dir:
                 if entry.name not in JUNK_DIRS:
                     subdirs.append(entry.path)

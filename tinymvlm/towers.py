@@ -193,41 +193,47 @@ def load_image_tower(name: str | None, pretrained: bool = True, weights: str | N
         if pretrained and weights is None and not hub_reachable() and packaged_image_weights() is not None:
             log.warning("the hub is unreachable: using the packaged %s image tower instead of %s", PACKAGED_IMAGE, DEFAULT_IMAGE_MODEL)
             name = PACKAGED_IMAGE
-    kwargs = _size_kwargs(image_size)
     if name == PACKAGED_IMAGE:
         if not pretrained:
             return timm.create_model(_PACKAGED_IMAGE_ARCH, pretrained=False, num_classes=0), _PACKAGED_IMAGE_ARCH
         return packaged_efficientnet_lite0(num_classes=0), _PACKAGED_IMAGE_ARCH
     if Path(name).expanduser().is_dir():
-        return _image_tower_from_folder(Path(name).expanduser(), pretrained, kwargs)
+        return _image_tower_from_folder(Path(name).expanduser(), pretrained, image_size)
     if not timm.is_model(name):
         raise TmvError(f"unknown image model '{name}': give a timm model name (timm.list_models()), a folder, or '{PACKAGED_IMAGE}'")
-    model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+    model = create_timm(name, False, image_size)
     if weights is not None:
         _load_weights_into(model, Path(weights))
     elif pretrained:
         if not hub_reachable():
             raise TmvError(f"pretrained weights for image model '{name}' come from the Hugging Face hub, which cannot be reached; {OFFLINE_HINT}, or --no-pretrained")
         try:
-            model = timm.create_model(name, pretrained=True, num_classes=0, **kwargs)
+            model = create_timm(name, True, image_size)
         except (OSError, RuntimeError) as exc:
             raise TmvError(f"could not download image model '{name}': {_first_line(exc)}; {OFFLINE_HINT}") from exc
     return model, name
 
 
-def _size_kwargs(image_size: int | None) -> dict:
-    return {} if image_size is None else {"img_size": image_size}
-
-
-def _image_tower_from_folder(folder: Path, pretrained: bool, kwargs: dict) -> tuple[nn.Module, str]:
-    """A folder in timm's hub layout: config.json naming the architecture, plus a weights file."""
+def create_timm(name: str, pretrained: bool, image_size: int | None = None) -> nn.Module:
+    """A timm model without classifier. Models with a fixed input size (ViTs) are built for
+    `image_size`; convolutional ones take any size as they are."""
     import timm
 
+    if image_size is not None:
+        try:
+            return timm.create_model(name, pretrained=pretrained, num_classes=0, img_size=image_size)
+        except TypeError:
+            pass
+    return timm.create_model(name, pretrained=pretrained, num_classes=0)
+
+
+def _image_tower_from_folder(folder: Path, pretrained: bool, image_size: int | None) -> tuple[nn.Module, str]:
+    """A folder in timm's hub layout: config.json naming the architecture, plus a weights file."""
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise TmvError(f"image model folder {folder} has no config.json naming its timm 'architecture'")
     arch = json.loads(config_path.read_text())["architecture"]
-    model = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
+    model = create_timm(arch, False, image_size)
     if pretrained:
         for candidate in ("model.safetensors", "pytorch_model.bin"):
             if (folder / candidate).is_file():

@@ -33,7 +33,7 @@ from .atomic import write_text
 from .checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint
 from .config import ModelConfig
 from .data import PairSet, load_pairs, require_pairs
-from .distributed import Dist, resolve_device
+from .distributed import Dist
 from .embed import autocast
 from .errors import TmvError
 from .evaluate import evaluate
@@ -150,26 +150,28 @@ class FeatureDataset(Dataset):
 
 
 class _Views(Dataset):
-    """Item k is view k % views of image k // views."""
+    """Item k is view k % views of image k // views; with a `clean` transform, view 0 is the
+    un-augmented evaluation view, so training also sees exactly what retrieval will see."""
 
-    def __init__(self, pairs: PairSet, transform, views: int) -> None:
-        self.pairs, self.transform, self.views = pairs, transform, views
+    def __init__(self, pairs: PairSet, transform, views: int, clean=None) -> None:
+        self.pairs, self.transform, self.views, self.clean = pairs, transform, views, clean
 
     def __len__(self) -> int:
         return len(self.pairs) * self.views
 
     def __getitem__(self, k: int) -> torch.Tensor:
-        return self.transform(self.pairs.images.open(k // self.views))
+        transform = self.clean if self.clean is not None and k % self.views == 0 else self.transform
+        return transform(self.pairs.images.open(k // self.views))
 
 
 @torch.inference_mode()
 def image_features(model: TinyClip, pairs: PairSet, transform, views: int = 1, batch_size: int = 64,
                    workers: int = 0, precision: str = "fp32", device: torch.device | str = "cpu",
-                   seed: int = 0) -> torch.Tensor:
+                   seed: int = 0, clean=None) -> torch.Tensor:
     """Pooled image-tower features, shape (images, views, features); augmentation is seeded."""
     model.image_tower.eval()
     torch.manual_seed(seed)
-    loader = DataLoader(_Views(pairs, transform, views), batch_size=batch_size, num_workers=workers,
+    loader = DataLoader(_Views(pairs, transform, views, clean), batch_size=batch_size, num_workers=workers,
                         generator=torch.Generator().manual_seed(seed))
     chunks = []
     for pixels in loader:
@@ -415,6 +417,8 @@ def _train(cfg: TrainConfig, reporter: Reporter | None, info: Dist, device: torc
 
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in run_dir.glob(".*.tmp"):  # a checkpoint write cut short by a kill
+            stale.unlink(missing_ok=True)
         write_text(run_dir / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     train_tf = build_transforms(model.data_config, training=True)
@@ -423,9 +427,9 @@ def _train(cfg: TrainConfig, reporter: Reporter | None, info: Dist, device: torc
     val_features = None
     if cached:
         # Every rank computes every view with the same seed, so all hold the same cache.
-        reporter.notice(f"caching locked image-tower features: {cfg.image_views} augmented view(s) of {len(train_pairs)} images")
+        reporter.notice(f"caching locked image-tower features: {cfg.image_views} view(s) (one un-augmented) of {len(train_pairs)} images")
         feats = image_features(model, train_pairs, train_tf, cfg.image_views, cfg.batch_size * 2, cfg.workers,
-                               cfg.precision, device, cfg.seed)
+                               cfg.precision, device, cfg.seed, clean=build_transforms(model.data_config, training=False))
         dataset = FeatureDataset(feats, train_pairs.captions, tokens)
         if val_pairs is not None and main:
             val_features = image_features(model, val_pairs, build_transforms(model.data_config, training=False), 1,

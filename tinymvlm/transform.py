@@ -8,8 +8,9 @@ transparent stamp never shows whatever colour happens to hide under its transpar
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -18,6 +19,11 @@ BACKGROUND = (255, 255, 255)
 MAX_PIXELS = 100_000_000  # a decompression bomb is refused, not decoded
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+if TYPE_CHECKING:
+    import torch
+# Images over MAX_PIXELS are refused by load_image; Pillow's own warning for them is noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -42,6 +48,10 @@ def load_image(path: str | Path, draft_size: tuple[int, int] | None = None) -> I
     """Decode a file to upright RGB. `draft_size` lets JPEGs decode at a reduced scale near the
     model's input size, which is several times faster for large photos. Raises on a bad file."""
     with Image.open(path) as image:
+        pixels = image.width * image.height
+        if pixels > MAX_PIXELS:  # Pillow itself only warns below twice its limit, and decodes
+            raise Image.DecompressionBombError(f"{image.width}x{image.height} is {pixels:,} pixels, over the "
+                                               f"{MAX_PIXELS:,}-pixel limit: a possible decompression bomb")
         if draft_size is not None and image.format == "JPEG":
             image.draft("RGB", draft_size)
         image.load()

@@ -1,0 +1,138 @@
+"""Our training recipe against the original trainer's, on held-out Tux Paint stamps, in one run.
+
+Builds the deterministic 80/20 split of Debian's tuxpaint-stamps-default (examples/tuxpaint_pairs.py),
+then trains each configuration as its own `tmv train` process and prints, for each: wall time,
+training pairs/s, peak memory (the summed proportional set size of the process and its DataLoader
+workers, sampled every 0.2 s) and R@1/5/10 in both directions on the held-out split after the last
+epoch (no checkpoint selection on the test split), plus the ratios to the original recipe.
+
+    python benchmarks/bench_recipe.py [--out runs/bench-recipe] [--only ours,original]
+
+Configurations (YAML under examples/):
+  original        tuxpaint-original.yaml   the original recipe in our flags: everything unfrozen,
+                                           lr 2e-5 everywhere, no warmup or decay, padding to 32,
+                                           fp32, batch 32, no workers, 10 epochs
+  ours            tuxpaint.yaml            the default small-data recipe
+  ours-2min       tuxpaint-fast.yaml       the same recipe cut to fit two minutes
+  full-finetune   tuxpaint-full.yaml       everything unfrozen like the original, with bf16, dynamic
+                                           padding and workers (2 epochs: speed and memory only)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+
+from tuxpaint_pairs import DEFAULT_STAMPS, split_stamps, write_pairs  # noqa: E402
+
+CONFIGS = {
+    "original": "tuxpaint-original.yaml",
+    "ours": "tuxpaint.yaml",
+    "ours-2min": "tuxpaint-fast.yaml",
+    "full-finetune": "tuxpaint-full.yaml",
+}
+KEYS = ["t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10"]
+
+
+def _tree_pss_kb(root: int) -> int:
+    """Proportional set size of a process and all its descendants (shared pages counted once)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        stack.extend(children.get(pid, []))
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+                    break
+        except OSError:
+            pass
+    return total
+
+
+def run_config(name: str, config: Path, data: Path, out: Path) -> dict:
+    run_dir = out / name
+    cmd = [sys.executable, "-m", "tinymvlm.cli", "train", "--config", str(config),
+           "--data", str(data / "train.tsv"), "--val-data", str(data / "test.tsv"), "--out-dir", str(run_dir)]
+    peak = 0
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(out / f"{name}.log", "w"))
+
+    def sample() -> None:
+        nonlocal peak
+        while proc.poll() is None:
+            peak = max(peak, _tree_pss_kb(proc.pid))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    code = proc.wait()
+    wall = time.perf_counter() - started
+    sampler.join()
+    if code != 0:
+        raise SystemExit(f"{name} failed (exit {code}); see {out / f'{name}.log'}")
+    epochs = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["type"] == "epoch"]
+    pairs = sum(r["pairs_per_s"] * r["epoch_seconds"] for r in epochs)
+    seconds = sum(r["epoch_seconds"] for r in epochs)
+    return {"name": name, "wall_s": wall, "pairs_per_s": pairs / seconds, "peak_mb": peak / 1024,
+            "epochs": len(epochs), **{k: epochs[-1]["val"][k] for k in KEYS}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-recipe"))
+    parser.add_argument("--stamps", type=Path, default=DEFAULT_STAMPS)
+    parser.add_argument("--only", help="Comma-separated configuration names to run.")
+    args = parser.parse_args()
+    names = args.only.split(",") if args.only else list(CONFIGS)
+    args.out.mkdir(parents=True, exist_ok=True)
+    train, test = split_stamps(args.stamps)
+    write_pairs(args.out / "train.tsv", train)
+    write_pairs(args.out / "test.tsv", test)
+    print(f"Tux Paint stamps: {len(train)} train / {len(test)} held-out pairs; "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads default")
+    results = []
+    for name in names:
+        print(f"running {name} ...", flush=True)
+        results.append(run_config(name, ROOT / "examples" / CONFIGS[name], args.out, args.out))
+        r = results[-1]
+        print(f"  {r['wall_s']:.0f} s, {r['pairs_per_s']:.1f} pairs/s, peak {r['peak_mb']:.0f} MB, "
+              f"t2i R@1 {r['t2i_R@1']:.1f}, i2t R@1 {r['i2t_R@1']:.1f}", flush=True)
+    header = f"{'config':<14} {'epochs':>6} {'wall s':>7} {'pairs/s':>8} {'peak MB':>8} " + " ".join(f"{k:>9}" for k in KEYS)
+    print("\n" + header)
+    for r in results:
+        print(f"{r['name']:<14} {r['epochs']:>6} {r['wall_s']:>7.0f} {r['pairs_per_s']:>8.1f} {r['peak_mb']:>8.0f} "
+              + " ".join(f"{r[k]:>9.1f}" for k in KEYS))
+    base = next((r for r in results if r["name"] == "original"), None)
+    if base:
+        print("\nratios to the original recipe (pairs/s and recall: higher is better; wall and memory: lower is better)")
+        for r in results:
+            if r is base:
+                continue
+            print(f"{r['name']:<14} wall x{r['wall_s'] / base['wall_s']:.2f}  pairs/s x{r['pairs_per_s'] / base['pairs_per_s']:.2f}  "
+                  f"peak memory x{r['peak_mb'] / base['peak_mb']:.2f}  "
+                  + "  ".join(f"{k} x{r[k] / max(base[k], 1e-9):.2f}" for k in ("t2i_R@1", "i2t_R@1")))
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
