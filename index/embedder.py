@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tinymvlm.embed import embed_pixel_batches
+from tinymvlm.distributed import resolve_device
+from tinymvlm.embed import embed_pixel_batches, resolve_precision
 from tinymvlm.errors import TmvError
 from tinymvlm.transform import build_transforms, load_image
 
@@ -35,35 +36,6 @@ class EmbedConfig:
             raise TmvError("--batch-size must be at least 1")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise TmvError(f"precision must be auto, fp32 or bf16, not '{self.precision}'")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise TmvError(f"unknown device '{name}'; use auto, cpu or cuda[:N]") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TmvError(f"device {name} asked for, but CUDA is not available; use --device cpu")
-    return device
-
-
-def cpu_has_native_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            flags = next((line for line in fh if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(device: torch.device, precision: str) -> str:
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
 
 
 def resolve_workers(workers: int | None, n_files: int, batch_size: int) -> int:

@@ -44,17 +44,18 @@ def _flags(model: ModelConfig, data: Path, out: Path, **options) -> list[str]:
     settings = {"data": data, "val_fraction": 0, "image_model": model.image_model, "text_model": model.text_model,
                 "embed_dim": model.embed_dim, "image_size": model.image_size, "context_length": model.context_length,
                 "workers": 0, "lr": 5e-3, "tower_lr": 1e-3, "warmup_steps": 0, "out_dir": out, "device": "cpu",
-                **options}
+                "precision": "fp32", "lock_image": False, **options}
     flags = ["--no-pretrained"]
     for name, value in settings.items():
         flag = "--" + name.replace("_", "-")
-        flags += [flag] if value is True else [flag, str(value)]
+        flags += [flag] if value is True else ["--no-" + flag[2:]] if value is False else [flag, str(value)]
     return flags
 
 
 def _config(model: ModelConfig, data: Path, out: Path, **options) -> TrainConfig:
     settings = {"data": str(data), "val_fraction": 0.0, "model": model, "workers": 0, "lr": 5e-3, "tower_lr": 1e-3,
-                "warmup_steps": 0, "out_dir": str(out), "device": "cpu", **options}
+                "warmup_steps": 0, "out_dir": str(out), "device": "cpu", "precision": "fp32", "lock_image": False,
+                **options}
     return TrainConfig(**settings)
 
 

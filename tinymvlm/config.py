@@ -15,7 +15,7 @@ class ModelConfig:
     image_weights: str | None = None
     pretrained: bool = True
     embed_dim: int = 256
-    head: str = "linear"
+    head: str = "mlp"
     image_size: int | None = None
     context_length: int = 77
 

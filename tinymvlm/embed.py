@@ -11,6 +11,25 @@ import torch
 from .model import TinyClip
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matrix work runs natively (elsewhere it is emulated and slow)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """`auto` is bf16 where the hardware runs it natively (CUDA, recent x86 CPUs), else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+
+
 def autocast(device: str | torch.device, precision: str):
     """bf16 autocast on CPU or CUDA when asked; a no-op context for fp32."""
     if precision == "bf16":

@@ -34,7 +34,7 @@ from .checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint
 from .config import ModelConfig
 from .data import PairSet, load_pairs, require_pairs
 from .distributed import Dist
-from .embed import autocast
+from .embed import autocast, resolve_precision
 from .errors import TmvError
 from .evaluate import evaluate
 from .factory import create_model
@@ -63,20 +63,20 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-3
-    tower_lr: float = 1e-5
+    tower_lr: float = 1e-4
     weight_decay: float = 0.1
     warmup_steps: int = 50
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
     accum_steps: int = 1
     local_loss: bool = False
-    precision: str = "fp32"
-    lock_image: bool = False
+    precision: str = "auto"
+    lock_image: bool = True
     lock_image_unlocked: int = 0
     lock_text: bool = False
     lock_text_unlocked: int = 0
     cache_image_features: bool = True
-    image_views: int = 4
+    image_views: int = 8
     seed: int = 0
     workers: int = 2
     device: str = "auto"
@@ -87,8 +87,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = ModelConfig(**self.model)
-        if self.precision not in ("fp32", "bf16"):
-            raise TmvError(f"precision must be fp32 or bf16, not '{self.precision}'")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise TmvError(f"precision must be auto, fp32 or bf16, not '{self.precision}'")
         if not 0 <= self.val_fraction < 1:
             raise TmvError(f"val_fraction must be in [0, 1), not {self.val_fraction}")
         for name in ("epochs", "batch_size", "accum_steps", "save_every"):
@@ -390,6 +390,7 @@ def _train(cfg: TrainConfig, reporter: Reporter | None, info: Dist, device: torc
 
     reporter = reporter or Reporter()
     main, world = info.is_main, info.world_size
+    precision = resolve_precision(device, cfg.precision)
     run_dir = Path(distributed.broadcast_text(str(run_dir_for(cfg)), device))
     _seed_all(cfg.seed)
 
@@ -429,11 +430,11 @@ def _train(cfg: TrainConfig, reporter: Reporter | None, info: Dist, device: torc
         # Every rank computes every view with the same seed, so all hold the same cache.
         reporter.notice(f"caching locked image-tower features: {cfg.image_views} view(s) (one un-augmented) of {len(train_pairs)} images")
         feats = image_features(model, train_pairs, train_tf, cfg.image_views, cfg.batch_size * 2, cfg.workers,
-                               cfg.precision, device, cfg.seed, clean=build_transforms(model.data_config, training=False))
+                               precision, device, cfg.seed, clean=build_transforms(model.data_config, training=False))
         dataset = FeatureDataset(feats, train_pairs.captions, tokens)
         if val_pairs is not None and main:
             val_features = image_features(model, val_pairs, build_transforms(model.data_config, training=False), 1,
-                                          cfg.batch_size * 2, cfg.workers, cfg.precision, device)[:, 0]
+                                          cfg.batch_size * 2, cfg.workers, precision, device)[:, 0]
     else:
         dataset = PairDataset(train_pairs, train_tf, tokens)
     collate = Collate(tokenizer.pad_token_id or 0, model.config.context_length if cfg.pad_to_max else None)
@@ -487,7 +488,7 @@ def _train(cfg: TrainConfig, reporter: Reporter | None, info: Dist, device: torc
             # Ranks exchange gradients once per optimiser step, on its last micro-batch.
             local_only = world > 1 and micro < cfg.accum_steps
             with net.no_sync() if local_only else contextlib.nullcontext():
-                with autocast(device, cfg.precision):
+                with autocast(device, precision):
                     image_emb, text_emb, scale = net(images.to(device), ids.to(device), mask.to(device))
                     loss = global_contrastive_loss(image_emb, text_emb, scale, cfg.local_loss)
                 (loss / cfg.accum_steps).backward()
@@ -529,7 +530,8 @@ def _end_epoch(cfg: TrainConfig, model: TinyClip, tokenizer, optimizer: torch.op
     epoch, step = record["epoch"], record["step"]
     if val_pairs is not None:
         reporter.validating(epoch)
-        record["val"] = evaluate(model, tokenizer, val_pairs, cfg.batch_size * 2, cfg.precision, device, cfg.workers,
+        precision = resolve_precision(device, cfg.precision)
+        record["val"] = evaluate(model, tokenizer, val_pairs, cfg.batch_size * 2, precision, device, cfg.workers,
                                  features=val_features)
     current = score(record["val"]) if "val" in record else None
     improved = current is None or best is None or current > best
