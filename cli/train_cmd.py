@@ -19,14 +19,16 @@ class RichReporter:
         self.task = None
 
     def notice(self, message: str) -> None:
-        err.print(message)
+        from rich.markup import escape
+
+        err.print(escape(message))
 
     def skipped(self, pairs) -> None:
         if not pairs.skipped:
             return
-        err.print(f"[yellow]warning:[/] skipped {len(pairs.skipped)} row(s) of {pairs.name}:", markup=True)
         from rich.markup import escape
 
+        err.print(f"[yellow]warning:[/] skipped {len(pairs.skipped)} row(s) of {escape(pairs.name)}:")
         for skip in pairs.skipped[:10]:
             err.print(f"  {escape(str(skip))}")
         if len(pairs.skipped) > 10:

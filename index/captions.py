@@ -9,12 +9,11 @@ dropped; undecodable or malformed rows are reported with their line number.
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tinymvlm.data import CAPTION_KEYS, IMAGE_KEYS, Skip, _decode_lines
+from tinymvlm.data import CAPTION_KEYS, IMAGE_KEYS, Skip, decode_lines, split_row
 from tinymvlm.errors import TmvError
 
 DELIMITERS = {".tsv": "\t", ".csv": ","}
@@ -32,7 +31,7 @@ def read_captions(path: str | Path, column: str | None = None) -> CaptionFile:
     if not path.is_file():
         raise TmvError(f"--captions {path}: no such file")
     try:
-        lines = _decode_lines(path)
+        lines = decode_lines(path)
     except OSError as exc:
         raise TmvError(f"--captions {path}: cannot read ({exc.strerror or exc})") from exc
     skipped: list[Skip] = []
@@ -62,13 +61,8 @@ def _column(path: Path, lines, delimiter: str, column: str | None, skipped: list
     index: int | None = None
     for number, text in lines:
         where = f"{path}:{number}"
-        if text is None:
-            skipped.append(Skip(where, "invalid UTF-8; re-save the file as UTF-8"))
-            continue
-        try:
-            fields = next(csv.reader([text], delimiter=delimiter, strict=True))
-        except csv.Error as exc:
-            skipped.append(Skip(where, f"malformed quoting ({exc})"))
+        fields = split_row(where, text, delimiter, skipped)
+        if fields is None:
             continue
         if index is None:
             names = [f.strip().lower() for f in fields]

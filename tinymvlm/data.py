@@ -156,7 +156,7 @@ def require_pairs(pairs: PairSet) -> PairSet:
 # ---------------------------------------------------------------------------------------- pairs file
 
 
-def _decode_lines(path: Path) -> list[tuple[int, str | None]]:
+def decode_lines(path: Path) -> list[tuple[int, str | None]]:
     """(row number, text or None for undecodable bytes); BOM and LF, CRLF or CR line ends handled,
     blank rows dropped."""
     raw = path.read_bytes()
@@ -171,6 +171,21 @@ def _decode_lines(path: Path) -> list[tuple[int, str | None]]:
         except UnicodeDecodeError:
             rows.append((number, None))
     return rows
+
+
+def split_row(where: str, text: str | None, delimiter: str, skipped: list[Skip]) -> list[str] | None:
+    """The fields of one TSV/CSV row, or None with the reason recorded in `skipped`. In a TSV a field
+    may start with a quote that is just a quote, so bad quoting falls back to a plain split."""
+    if text is None:
+        skipped.append(Skip(where, "invalid UTF-8; re-save the file as UTF-8"))
+        return None
+    try:
+        return next(csv.reader([text], delimiter=delimiter, strict=True))
+    except csv.Error as exc:
+        if delimiter == "\t":
+            return text.split("\t")
+        skipped.append(Skip(where, f"malformed quoting ({exc}); quote the whole field and double inner quotes"))
+        return None
 
 
 def _pick(names: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str, where: str) -> str:
@@ -190,7 +205,7 @@ def _parse_rows(path: Path, image_column: str | None, caption_column: str | None
                 skipped: list[Skip]) -> list[tuple[int, str, list[str]]]:
     """(row, image, captions) from a TSV/CSV/JSONL file, with or without a header."""
     kind = PAIRS_SUFFIXES[path.suffix.lower()]
-    lines = _decode_lines(path)
+    lines = decode_lines(path)
     out: list[tuple[int, str, list[str]]] = []
     if kind == "json":
         text_rows = [(n, t) for n, t in lines if t is not None]
@@ -232,16 +247,9 @@ def _parse_rows(path: Path, image_column: str | None, caption_column: str | None
     img_idx, cap_idx, width = 0, 1, 2
     for number, text in lines:
         where = f"{path}:{number}"
-        if text is None:
-            skipped.append(Skip(where, "invalid UTF-8; re-save the file as UTF-8"))
+        fields = split_row(where, text, kind, skipped)
+        if fields is None:
             continue
-        try:
-            fields = next(csv.reader([text], delimiter=kind, strict=True))
-        except csv.Error as exc:
-            if kind != "\t":
-                skipped.append(Skip(where, f"malformed quoting ({exc}); quote the whole field and double inner quotes"))
-                continue
-            fields = text.split("\t")  # a TSV caption may start with a quote that is just a quote
         if header is None and not out and _looks_like_header(fields, image_column, caption_column):
             header = fields
             names = [f.strip() for f in fields]
