@@ -53,6 +53,21 @@ def tiny_checkpoint(tmp_path_factory, tiny_model_config) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def other_checkpoint(tmp_path_factory, tiny_model_config) -> Path:
+    """The same tiny architecture with different random weights: another model."""
+    import torch
+
+    from tinymvlm.checkpoint import save_checkpoint
+    from tinymvlm.factory import create_model
+
+    torch.manual_seed(1)
+    model, tokenizer = create_model(tiny_model_config)
+    path = tmp_path_factory.mktemp("other") / "other.safetensors"
+    save_checkpoint(path, model, tokenizer, {"epoch": 0})
+    return path
+
+
 def make_colour_images(folder: Path, size: int = 48, fmt: str = "png") -> dict[str, str]:
     """One solid-colour image per colour with a sidecar caption; returns {relative path: caption}."""
     from PIL import Image

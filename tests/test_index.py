@@ -56,21 +56,6 @@ def assert_faiss_matches_catalogue(folder: Path, kind: str = "images") -> None:
         catalog.close()
 
 
-@pytest.fixture
-def other_checkpoint(tmp_path_factory, tiny_model_config) -> Path:
-    """The same tiny architecture with different random weights: another model."""
-    import torch
-
-    from tinymvlm.checkpoint import save_checkpoint
-    from tinymvlm.factory import create_model
-
-    torch.manual_seed(1)
-    model, tokenizer = create_model(tiny_model_config)
-    path = tmp_path_factory.mktemp("other") / "other.safetensors"
-    save_checkpoint(path, model, tokenizer, {"epoch": 0})
-    return path
-
-
 def test_index_then_query_by_own_image_and_caption(tmp_path, colour_folder, tiny_checkpoint):
     idx = Index(tmp_path / "idx", checkpoint=tiny_checkpoint)
     captions = tmp_path / "captions.txt"

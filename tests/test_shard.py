@@ -175,21 +175,6 @@ def test_shards_embedded_on_a_gpu_merge_to_the_one_process_index(tmp_path, colle
     assert_same_index(out, reference, [images / "red.png"], tiny_checkpoint, atol=2e-3)  # TF32 convolutions
 
 
-@pytest.fixture
-def other_checkpoint(tmp_path_factory, tiny_model_config) -> Path:
-    """The same tiny architecture with other random weights: another model."""
-    import torch
-
-    from tinymvlm.checkpoint import save_checkpoint
-    from tinymvlm.factory import create_model
-
-    torch.manual_seed(1)
-    model, tokenizer = create_model(tiny_model_config)
-    path = tmp_path_factory.mktemp("other") / "other.safetensors"
-    save_checkpoint(path, model, tokenizer, {"epoch": 0})
-    return path
-
-
 def test_merge_and_shard_refuse_what_would_lose_or_mix_vectors(tmp_path, colour_folder, tiny_checkpoint,
                                                               other_checkpoint):
     out = tmp_path / "idx"
