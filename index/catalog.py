@@ -240,14 +240,18 @@ class Catalog:
         rows = self.db.execute(f"SELECT path, size, mtime_ns, reason FROM skipped WHERE {where}", params)
         return {fs_path(r[0]): (r[1], r[2], r[3]) for r in rows}
 
-    def image_ids_by_hash(self, hashes: Iterable[str]) -> dict[str, int]:
-        hashes = list(set(hashes))
-        out: dict[str, int] = {}
-        for start in range(0, len(hashes), 500):
-            chunk = hashes[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            out.update(self.db.execute(f"SELECT hash, min(id) FROM images WHERE hash IN ({marks}) GROUP BY hash", chunk))
+    def _pairs_in(self, query: str, values: Iterable) -> dict:
+        """Rows of a two-column `query` whose `IN ({marks})` takes `values`, 500 at a time (SQLite
+        limits the number of parameters of one statement)."""
+        values = list(set(values))
+        out: dict = {}
+        for start in range(0, len(values), 500):
+            chunk = values[start:start + 500]
+            out.update(self.db.execute(query.format(marks=",".join("?" * len(chunk))), chunk))
         return out
+
+    def image_ids_by_hash(self, hashes: Iterable[str]) -> dict[str, int]:
+        return self._pairs_in("SELECT hash, min(id) FROM images WHERE hash IN ({marks}) GROUP BY hash", hashes)
 
     def insert_image(self, path: str, size: int, mtime_ns: int, digest: str, vector: np.ndarray | bytes) -> None:
         blob = vector if isinstance(vector, bytes) else to_blob(vector)
@@ -286,13 +290,7 @@ class Catalog:
         return dict(self.db.execute("SELECT text, id FROM captions WHERE source = ?", (source,)))
 
     def caption_blobs_by_text(self, texts: Iterable[str]) -> dict[str, bytes]:
-        texts = list(set(texts))
-        out: dict[str, bytes] = {}
-        for start in range(0, len(texts), 500):
-            chunk = texts[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            out.update(self.db.execute(f"SELECT text, vector FROM captions WHERE text IN ({marks}) GROUP BY text", chunk))
-        return out
+        return self._pairs_in("SELECT text, vector FROM captions WHERE text IN ({marks}) GROUP BY text", texts)
 
     def insert_caption(self, source: str, text: str, vector: np.ndarray | bytes) -> None:
         blob = vector if isinstance(vector, bytes) else to_blob(vector)

@@ -38,34 +38,45 @@ def tiny_model_config(tiny_text_model):
                        embed_dim=16, image_size=32, context_length=16)
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory, tiny_model_config) -> Path:
-    """A checkpoint of an untrained tiny model (test_vit at 32px + the tiny BERT)."""
+def _untrained_checkpoint(folder: Path, config, seed: int) -> Path:
     import torch
 
     from tinymvlm.checkpoint import save_checkpoint
     from tinymvlm.factory import create_model
 
-    torch.manual_seed(0)
-    model, tokenizer = create_model(tiny_model_config)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    torch.manual_seed(seed)
+    model, tokenizer = create_model(config)
+    path = folder / "model.safetensors"
     save_checkpoint(path, model, tokenizer, {"epoch": 0})
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_model_config) -> Path:
+    """A checkpoint of an untrained tiny model (test_vit at 32px + the tiny BERT)."""
+    return _untrained_checkpoint(tmp_path_factory.mktemp("ckpt"), tiny_model_config, seed=0)
 
 
 @pytest.fixture(scope="session")
 def other_checkpoint(tmp_path_factory, tiny_model_config) -> Path:
     """The same tiny architecture with different random weights: another model."""
-    import torch
+    return _untrained_checkpoint(tmp_path_factory.mktemp("other"), tiny_model_config, seed=1)
 
-    from tinymvlm.checkpoint import save_checkpoint
-    from tinymvlm.factory import create_model
 
-    torch.manual_seed(1)
-    model, tokenizer = create_model(tiny_model_config)
-    path = tmp_path_factory.mktemp("other") / "other.safetensors"
-    save_checkpoint(path, model, tokenizer, {"epoch": 0})
-    return path
+def catalogue(folder: Path) -> dict:
+    """{path: vector} of every image row of an index, read from one snapshot."""
+    from tinymvlm.index.catalog import Catalog
+    from tinymvlm.index.store import IndexStore
+
+    catalog = Catalog(IndexStore(folder).catalog_path, readonly=True)
+    try:
+        with catalog.snapshot():
+            ids = catalog.ids("images")
+            vecs = catalog.vectors("images", ids, 16)
+            labels = catalog.labels("images", ids)
+        return {labels[int(i)]: v for i, v in zip(ids, vecs)}
+    finally:
+        catalog.close()
 
 
 def make_colour_images(folder: Path, size: int = 48, fmt: str = "png") -> dict[str, str]:

@@ -26,6 +26,7 @@ from hostile import IS_ROOT, LATIN1_NAME, UNICODE_NAME, make_hostile_folder
 from tinymvlm.cli.main import cli
 from tinymvlm.index import EmbedConfig, Index
 from tinymvlm.index import vectors
+from conftest import catalogue
 from tinymvlm.index.catalog import Catalog
 from tinymvlm.index.lock import IndexLock
 from tinymvlm.index.store import IndexStore
@@ -43,19 +44,6 @@ def hostile(tmp_path_factory):
 
 def index_cli(*args: str):
     return CliRunner().invoke(cli, ["index", *args])
-
-
-def catalogue(folder: Path) -> dict[str, np.ndarray]:
-    """{path: vector} of every image row, from one snapshot."""
-    catalog = Catalog(IndexStore(folder).catalog_path, readonly=True)
-    try:
-        with catalog.snapshot():
-            ids = catalog.ids("images")
-            vecs = catalog.vectors("images", ids, 16)
-            labels = catalog.labels("images", ids)
-        return {labels[int(i)]: v for i, v in zip(ids, vecs)}
-    finally:
-        catalog.close()
 
 
 def assert_consistent(folder: Path) -> None:

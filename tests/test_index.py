@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import catalogue
 from tinymvlm.errors import TmvError
 from tinymvlm.index import EmbedConfig, Index, IndexSpec, Progress
 from tinymvlm.index.catalog import Catalog
@@ -29,18 +30,6 @@ def two_tone(path: Path, a=(200, 20, 20), b=(20, 20, 200), size: int = 48) -> No
     image = Image.new("RGB", (size, size), a)
     image.paste(Image.new("RGB", (size // 2, size), b), (0, 0))
     image.save(path)
-
-
-def catalogue_state(folder: Path) -> dict[str, np.ndarray]:
-    """{path: vector} of every image row."""
-    catalog = Catalog(IndexStore(folder).catalog_path, readonly=True)
-    try:
-        ids = catalog.ids("images")
-        vecs = catalog.vectors("images", ids, 16)
-        labels = catalog.labels("images", ids)
-        return {labels[int(i)]: v for i, v in zip(ids, vecs)}
-    finally:
-        catalog.close()
 
 
 def assert_faiss_matches_catalogue(folder: Path, kind: str = "images") -> None:
@@ -86,7 +75,7 @@ def test_reindex_does_the_minimum_work(tmp_path, colour_folder, tiny_checkpoint)
     again = idx.add([colour_folder], embed=FAST)
     assert (again.unchanged, again.embedded, again.removed) == (8, 0, 0)
 
-    old_yellow = catalogue_state(folder)[str(colour_folder / "yellow.png")]
+    old_yellow = catalogue(folder)[str(colour_folder / "yellow.png")]
     two_tone(colour_folder / "new.png")  # added
     two_tone(colour_folder / "red.png", (10, 200, 10), (250, 250, 0))  # modified
     os.utime(colour_folder / "green.png", ns=(1, 10**18))  # touched: new mtime, same bytes
@@ -98,7 +87,7 @@ def test_reindex_does_the_minimum_work(tmp_path, colour_folder, tiny_checkpoint)
     assert (report.embedded, report.added, report.updated) == (2, 2, 1)
     assert (report.moved, report.copied, report.touched, report.removed) == (1, 1, 1, 1)
     assert report.unchanged == 4 and report.scanned == 9
-    state = catalogue_state(folder)
+    state = catalogue(folder)
     assert set(state) == {str(p) for p in colour_folder.rglob("*.png")}
     np.testing.assert_array_equal(state[str(colour_folder / "sub" / "renamed.png")], old_yellow)
     np.testing.assert_array_equal(state[str(colour_folder / "black copy.png")], state[str(colour_folder / "black.png")])
@@ -109,7 +98,7 @@ def test_reindex_does_the_minimum_work(tmp_path, colour_folder, tiny_checkpoint)
     # --rebuild embeds everything again, with the same result
     rebuilt = idx.add([colour_folder], rebuild=True, embed=FAST)
     assert rebuilt.embedded == 8 and rebuilt.added == 9  # the copy reuses its twin's fresh vector
-    assert set(catalogue_state(folder)) == set(state)
+    assert set(catalogue(folder)) == set(state)
 
 
 def test_indexing_outside_the_given_folders_keeps_other_rows(tmp_path, tiny_checkpoint):
@@ -143,13 +132,13 @@ def test_interrupted_run_resumes_to_the_same_index(tmp_path, colour_folder, tiny
     idx = Index(folder, checkpoint=tiny_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         idx.add([colour_folder], embed=EmbedConfig(batch_size=3, workers=0), progress=Interrupt(after=2))
-    assert len(catalogue_state(folder)) == 6  # two batches of 3 committed, nothing else
+    assert len(catalogue(folder)) == 6  # two batches of 3 committed, nothing else
     assert not IndexLock(folder).held_by_other()
     # the FAISS file is behind the catalogue, yet a search sees the committed rows
     assert Index(folder, checkpoint=tiny_checkpoint).search(image=colour_folder / "black.png", k=1)[0].score > 0.999
     report = idx.add([colour_folder], embed=EmbedConfig(batch_size=3, workers=0))
     assert (report.unchanged, report.embedded) == (6, 2)
-    expected, got = catalogue_state(tmp_path / "ref"), catalogue_state(folder)
+    expected, got = catalogue(tmp_path / "ref"), catalogue(folder)
     assert set(got) == set(expected)
     for path in expected:
         np.testing.assert_allclose(got[path], expected[path], atol=1e-5)
@@ -193,7 +182,7 @@ def test_sigkilled_run_resumes(tmp_path, tiny_checkpoint):
     assert 4 <= count < 16
     report = Index(folder, checkpoint=tiny_checkpoint).add([images], embed=FAST)
     assert report.unchanged + report.embedded == 16 and report.unchanged >= 4
-    assert len(catalogue_state(folder)) == 16
+    assert len(catalogue(folder)) == 16
     assert_faiss_matches_catalogue(folder)
 
 
@@ -225,7 +214,7 @@ def test_changed_file_that_became_unreadable_loses_its_old_vector(tmp_path, colo
     (colour_folder / "red.png").write_bytes(b"garbage")
     report = idx.add([colour_folder], embed=FAST)
     assert report.removed == 1 and len(report.failed) == 1
-    assert str(colour_folder / "red.png") not in catalogue_state(folder)
+    assert str(colour_folder / "red.png") not in catalogue(folder)
     assert_faiss_matches_catalogue(folder)
 
 
@@ -324,7 +313,7 @@ def test_exif_orientation_is_applied(tmp_path, tiny_checkpoint):
     stored.save(photos / "raw.jpg", quality=100)  # the same pixels without the EXIF tag
     folder = tmp_path / "idx"
     Index(folder, checkpoint=tiny_checkpoint).add([photos], embed=FAST)
-    state = catalogue_state(folder)
+    state = catalogue(folder)
     up = state[str(photos / "upright.jpg")]
     sideways, raw = float(state[str(photos / "sideways.jpg")] @ up), float(state[str(photos / "raw.jpg")] @ up)
     assert sideways > 0.999 and sideways - raw > 0.01
