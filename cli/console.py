@@ -8,7 +8,6 @@ import os
 import sys
 from typing import Callable
 
-import click
 from rich.console import Console
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -54,7 +53,3 @@ def friendly_errors(func: Callable) -> Callable:
             sys.exit(130)
 
     return wrapper
-
-
-def fail(message: str) -> None:
-    raise click.ClickException(message)
