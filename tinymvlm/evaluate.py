@@ -164,7 +164,7 @@ def run_config(checkpoint: str | Path) -> dict | None:
 
 def run_validation_pairs(checkpoint: str | Path) -> PairSet:
     """The validation set of the run a checkpoint belongs to, split exactly as training split it."""
-    from .train import CONFIG, TrainConfig, load_datasets
+    from .train import CONFIG, TrainConfig, load_validation
 
     config = run_config(checkpoint)
     if config is None:
@@ -173,7 +173,7 @@ def run_validation_pairs(checkpoint: str | Path) -> PairSet:
         cfg = TrainConfig(**config)
     except TypeError as exc:
         raise TmvError(f"{Path(checkpoint).parent / CONFIG}: not a training config ({exc})") from exc
-    _, val = load_datasets(cfg)
+    val = load_validation(cfg)
     if val is None:
         raise TmvError(f"the run of {checkpoint} trained without validation data (val_fraction 0); pass --data")
     return val

@@ -32,7 +32,7 @@ from . import distributed
 from .atomic import write_text
 from .checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint
 from .config import ModelConfig
-from .data import PairSet, load_pairs, require_pairs
+from .data import PairSet, drop_unreadable, load_pairs, require_pairs
 from .distributed import Dist
 from .embed import autocast, resolve_precision
 from .errors import TmvError
@@ -299,12 +299,23 @@ def _train_mode(model: TinyClip, cfg: TrainConfig) -> None:
         model.text_tower.eval()
 
 
+def load_validation(cfg: TrainConfig) -> PairSet | None:
+    """A run's validation set alone (for `tmv eval`): with `val_fraction`, the training images are
+    split off by key without being decoded."""
+    if cfg.val_data is not None:
+        return require_pairs(load_pairs(cfg.val_data, cfg.image_root, cfg.image_column, cfg.caption_column,
+                                        cfg.val_split or ("val" if cfg.val_data == cfg.data else None)))
+    if cfg.val_fraction > 0:
+        pairs = load_pairs(cfg.data, cfg.image_root, cfg.image_column, cfg.caption_column, cfg.split, check_images=False)
+        _, val = pairs.split(cfg.val_fraction)
+        return drop_unreadable(val) if len(val) else None
+    return None
+
+
 def load_datasets(cfg: TrainConfig) -> tuple[PairSet, PairSet | None]:
     pairs = require_pairs(load_pairs(cfg.data, cfg.image_root, cfg.image_column, cfg.caption_column, cfg.split))
     if cfg.val_data is not None:
-        val = require_pairs(load_pairs(cfg.val_data, cfg.image_root, cfg.image_column, cfg.caption_column,
-                                       cfg.val_split or ("val" if cfg.val_data == cfg.data else None)))
-        return pairs, val
+        return pairs, load_validation(cfg)
     if cfg.val_fraction > 0:
         train, val = pairs.split(cfg.val_fraction)
         train.skipped = pairs.skipped
