@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-MODEL_FIELDS = ("image_model", "text_model", "image_weights", "pretrained", "embed_dim", "head", "image_size", "context_length")
+MODEL_FIELDS = ("image_model", "text_model", "image_weights", "pretrained", "embed_dim", "head", "image_size", "context_length",
+                "init_logit_scale")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -80,6 +80,8 @@ class RichReporter:
 @click.option("--head", type=click.Choice(["linear", "mlp"]), default="mlp", show_default=True, help="Projection head type.")
 @click.option("--image-size", type=int, help="Train and embed at this square size instead of the tower's own.")
 @click.option("--context-length", type=int, default=77, show_default=True, help="Caption token limit (longer captions are truncated).")
+@click.option("--init-logit-scale", type=float, default=7.0, show_default=True,
+              help="Starting inverse temperature (learned from there). CLIP's 14.3 suits huge data; small data retrieves better from 5-10.")
 @click.option("--pad-to-max", is_flag=True, default=False, help="Pad every caption to --context-length instead of the batch's longest.")
 @click.option("--epochs", type=int, default=10, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
@@ -102,6 +104,13 @@ class RichReporter:
 @click.option("--cache-image-features/--no-cache-image-features", default=True, show_default=True,
               help="With a fully locked image tower, compute its features once per augmented view.")
 @click.option("--image-views", type=int, default=8, show_default=True, help="Views cached per image: the plain evaluation view plus augmented ones.")
+@click.option("--train-image-size", type=int,
+              help="Train on random crops of this square size (convolutional towers), still evaluating and "
+                   "embedding at the tower's own size: fewer pixels, faster steps, less memory.")
+@click.option("--channels-last/--no-channels-last", default=True, show_default=True,
+              help="Feed images to the image tower channels-last (much faster convolutions on CPU).")
+@click.option("--grad-checkpointing/--no-grad-checkpointing", default=False, show_default=True,
+              help="Recompute the image tower's activations in the backward pass: much less memory, slower steps.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True, help="DataLoader worker processes decoding images.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")

@@ -39,9 +39,18 @@ def test_round_trip_keeps_weights_config_and_fingerprint(tiny_checkpoint, tmp_pa
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
-def test_logit_scale_starts_at_one_over_007_and_is_clamped_at_100(tiny_checkpoint):
+def test_logit_scale_starts_where_configured_and_is_clamped_at_100(tiny_checkpoint, tiny_model_config):
+    from dataclasses import replace
+
+    from tinymvlm.errors import TmvError
+    from tinymvlm.factory import create_model
+
     model, _, _ = load_checkpoint(tiny_checkpoint)
-    assert float(model.scale().detach()) == pytest.approx(1 / 0.07, rel=1e-5)
+    assert float(model.scale().detach()) == pytest.approx(7.0, rel=1e-5)
+    clip_like, _ = create_model(replace(tiny_model_config, init_logit_scale=1 / 0.07))
+    assert float(clip_like.scale().detach()) == pytest.approx(1 / 0.07, rel=1e-5)
+    with pytest.raises(TmvError, match="init_logit_scale"):
+        replace(tiny_model_config, init_logit_scale=0.5)
     with torch.no_grad():
         model.logit_scale.fill_(10.0)
     model.clamp_logit_scale()

@@ -84,6 +84,50 @@ def test_locked_image_tower_and_partly_unlocked_text_tower(tiny_model_config, co
     assert heads and not any(same(n) for n in heads if n.endswith("weight"))
 
 
+def test_training_crops_can_be_smaller_than_the_evaluation_size(tiny_model_config, colour_folder, tmp_path, monkeypatch):
+    from tinymvlm.model import TinyClip
+
+    sizes: list[tuple[int, ...]] = []
+    encode = TinyClip.encode_image
+
+    def recording(self, pixels):
+        sizes.append((tuple(pixels.shape[-2:]), self.training))
+        return encode(self, pixels)
+
+    monkeypatch.setattr(TinyClip, "encode_image", recording)
+    run = train(_config(tiny_model_config, colour_folder, tmp_path / "small", epochs=1, lock_image=False,
+                        train_image_size=16, channels_last=False))
+    assert {s for s, training in sizes if training} == {(16, 16)}
+    assert {s for s, training in sizes if not training} == {(32, 32)}
+    model, _, _ = load_checkpoint(run / "latest.safetensors")
+    assert model.data_config["input_size"] == [3, 32, 32]
+
+
+def test_smaller_training_crops_are_refused_for_a_fixed_size_tower(tiny_model_config, colour_folder, tmp_path):
+    from dataclasses import replace
+
+    from tinymvlm.errors import TmvError
+
+    fixed = replace(tiny_model_config, image_model="test_vit3")
+    with pytest.raises(TmvError, match="takes only 32 px"):
+        train(_config(fixed, colour_folder, tmp_path / "fixed", lock_image=False, train_image_size=16))
+
+
+def test_gradient_checkpointing_trains_exactly_as_without(tiny_model_config, colour_folder, tmp_path, monkeypatch):
+    import tinymvlm.train as training
+
+    towers = []
+    enable = training._checkpoint_activations
+    monkeypatch.setattr(training, "_checkpoint_activations", lambda model: (enable(model), towers.append(model)))
+    runs = [train(_config(tiny_model_config, colour_folder, tmp_path / str(flag), epochs=2, lock_image=False,
+                          val_data=None, val_fraction=0.0, grad_checkpointing=flag))
+            for flag in (False, True)]
+    plain, checkpointed = ([r["loss"] for r in _records(run, "step")] for run in runs)
+    assert len(plain) == 4
+    assert len(towers) == 1 and towers[0].image_tower.grad_checkpointing
+    assert checkpointed == pytest.approx(plain, rel=1e-4, abs=1e-5)
+
+
 def test_schedule_warms_up_then_decays_to_the_floor():
     assert lr_factor(0, 100, 10, 0.1) == pytest.approx(0.1)
     assert lr_factor(9, 100, 10, 0.1) == pytest.approx(1.0)

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 
 @dataclass
 class ModelConfig:
-    """The towers and the shared space. `image_model` None means the default ViT-Tiny (see towers)."""
+    """The towers and the shared space. `image_model` None means the default ViT-Tiny (see towers).
+
+    `init_logit_scale` is the starting inverse temperature of the contrastive loss. CLIP starts at
+    1/0.07 (14.3) for hundreds of millions of pairs; on small data a softer start keeps the heads from
+    over-sharpening on their few pairs and retrieves better (7 measured best of 5-14.3 on Tux Paint;
+    see benchmarks/bench_recipe.py).
+    """
 
     image_model: str | None = None
     text_model: str = "sentence-transformers/all-MiniLM-L6-v2"
@@ -18,6 +24,7 @@ class ModelConfig:
     head: str = "mlp"
     image_size: int | None = None
     context_length: int = 77
+    init_logit_scale: float = 7.0
 
     def __post_init__(self) -> None:
         from .errors import TmvError
@@ -26,6 +33,8 @@ class ModelConfig:
             raise TmvError(f"head must be 'linear' or 'mlp', not '{self.head}'")
         if self.embed_dim <= 0 or self.context_length <= 0:
             raise TmvError("embed_dim and context_length must be positive")
+        if not 1 <= self.init_logit_scale <= 100:
+            raise TmvError(f"init_logit_scale must be between 1 and 100, not {self.init_logit_scale}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

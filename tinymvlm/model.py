@@ -10,7 +10,6 @@ from torch import nn
 
 from .config import ModelConfig
 
-LOGIT_SCALE_INIT = math.log(1 / 0.07)
 LOGIT_SCALE_MAX = math.log(100)
 
 
@@ -33,7 +32,7 @@ class TinyClip(nn.Module):
         self.text_tower = text_tower
         self.image_proj = _head(image_tower.num_features, config.embed_dim, config.head)
         self.text_proj = _head(text_tower.config.hidden_size, config.embed_dim, config.head)
-        self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(config.init_logit_scale)))
 
     @property
     def embed_dim(self) -> int:
