@@ -108,7 +108,7 @@ class RichReporter:
               help="Train on random crops of this square size (convolutional towers), still evaluating and "
                    "embedding at the tower's own size: fewer pixels, faster steps, less memory.")
 @click.option("--channels-last/--no-channels-last", default=True, show_default=True,
-              help="Feed images to the image tower channels-last (much faster convolutions on CPU).")
+              help="Feed training images to the image tower channels-last (much faster convolutions on CPU; embedding always does).")
 @click.option("--grad-checkpointing/--no-grad-checkpointing", default=False, show_default=True,
               help="Recompute the image tower's activations in the backward pass: much less memory, slower steps.")
 @click.option("--seed", type=int, default=0, show_default=True)
