@@ -34,6 +34,19 @@ def setup_logging(verbose: bool = False) -> None:
         pass
 
 
+def warn_skipped(name: str, skipped: list) -> None:
+    """The rows a data source skipped, with their reasons (the first ten), on stderr."""
+    if not skipped:
+        return
+    from rich.markup import escape
+
+    err.print(f"[yellow]warning:[/] skipped {len(skipped)} row(s) of {escape(name)}:")
+    for skip in skipped[:10]:
+        err.print(f"  {escape(str(skip))}")
+    if len(skipped) > 10:
+        err.print(f"  ... and {len(skipped) - 10} more")
+
+
 def friendly_errors(func: Callable) -> Callable:
     """Turn TmvError into `error: ...` on one line with exit status 2; Ctrl-C into status 130."""
 

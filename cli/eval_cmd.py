@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .console import err, friendly_errors, out, setup_logging
+from .console import err, friendly_errors, out, setup_logging, warn_skipped
 
 DEFAULT_KS = (1, 5, 10)
-
-
-def _warn_skipped(name: str, skipped: list) -> None:
-    if not skipped:
-        return
-    from rich.markup import escape
-
-    err.print(f"[yellow]warning:[/] skipped {len(skipped)} row(s) of {escape(name)}:")
-    for skip in skipped[:10]:
-        err.print(f"  {escape(str(skip))}")
-    if len(skipped) > 10:
-        err.print(f"  ... and {len(skipped) - 10} more")
 
 
 class _EvalCommand(click.Command):
@@ -159,8 +147,6 @@ def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, checkpoint: str 
     if limit is not None and limit <= 0:
         raise TmvError(f"--limit must be positive, not {limit}")
 
-    import torch
-
     from tinymvlm.atomic import write_text
     from tinymvlm.checkpoint import load_checkpoint, read_metadata, resolve_checkpoint
     from tinymvlm.evaluate import EvalSettings
@@ -168,12 +154,7 @@ def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, checkpoint: str 
     from tinymvlm.distributed import resolve_device
 
     ks_list = check_ks(ks or DEFAULT_KS) if not zeroshot else []
-    try:
-        torch_device = resolve_device(device)
-    except RuntimeError as exc:
-        raise TmvError(f"--device {device}: {str(exc).splitlines()[0]}") from exc
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
-        raise TmvError(f"--device {device}: CUDA is not available here; use --device cpu")
+    torch_device = resolve_device(device)
     settings = EvalSettings(batch_size, precision, str(torch_device), workers)
     path = resolve_checkpoint(checkpoint)
     read_metadata(path)  # an unknown format fails here, before any data is read
@@ -212,7 +193,7 @@ def _retrieval_data(path, data, split, image_root, image_column, caption_column,
         err.print(f"evaluating on the run's validation data: {pairs.name}", markup=False)
     else:
         pairs = require_pairs(load_pairs(data, image_root, image_column, caption_column, split or "test"))
-    _warn_skipped(pairs.name, pairs.skipped)
+    warn_skipped(pairs.name, pairs.skipped)
     sample = spread(len(pairs), limit)
     return pairs if sample is None else pairs.subset(sample)
 
@@ -293,7 +274,7 @@ def _zeroshot_data(data, split, image_root, image_column, label_column, classes_
     templates = check_templates(templates)
     classes = read_class_names(classes_file) if classes_file else None
     labelled = load_labelled(data, split, image_root, image_column, label_column, classes)
-    _warn_skipped(labelled.name, labelled.skipped)
+    warn_skipped(labelled.name, labelled.skipped)
     sample = spread(len(labelled), limit)
     return (labelled if sample is None else labelled.subset(sample)), templates, data, split, limit
 

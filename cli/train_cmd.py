@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .console import err, friendly_errors, setup_logging
+from .console import err, friendly_errors, setup_logging, warn_skipped
 
 
 class RichReporter:
@@ -24,15 +24,7 @@ class RichReporter:
         err.print(escape(message))
 
     def skipped(self, pairs) -> None:
-        if not pairs.skipped:
-            return
-        from rich.markup import escape
-
-        err.print(f"[yellow]warning:[/] skipped {len(pairs.skipped)} row(s) of {escape(pairs.name)}:")
-        for skip in pairs.skipped[:10]:
-            err.print(f"  {escape(str(skip))}")
-        if len(pairs.skipped) > 10:
-            err.print(f"  ... and {len(pairs.skipped) - 10} more")
+        warn_skipped(pairs.name, pairs.skipped)
 
     def start(self, total_steps: int, start_step: int, info: dict) -> None:
         processes = f" in each of {info['processes']} processes" if info.get("processes", 1) > 1 else ""

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from tinymvlm.checkpoint import load_checkpoint, read_metadata, resolve_checkpoint
-from tinymvlm.errors import TmvError
+from tinymvlm.errors import TmvError, first_line
 
 from .catalog import KINDS, Catalog
 from .embedder import EmbedConfig, draft_size, resolve_device, resolve_precision
@@ -93,11 +93,9 @@ class Index:
         report = IndexReport()
         with IndexLock(self.folder, wait=wait):
             self._close_searcher()
+            info = self.model_info()  # resolved before a rebuild removes the manifest that names the checkpoint
             if rebuild and self.store.folder.exists():
-                kept = self.model_info()  # resolve before the manifest naming the old checkpoint goes
                 self.store.wipe()
-                self._info = kept
-            info = self.model_info()
             if self.store.exists():
                 manifest = self.store.read_manifest()
             else:
@@ -190,7 +188,7 @@ class Index:
                 try:
                     pixels.append(transform(load_image(path, draft_size(model.data_config))))
                 except Exception as exc:
-                    raise TmvError(f"cannot read query image {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+                    raise TmvError(f"cannot read query image {path}: {first_line(exc)}") from exc
             with torch.inference_mode(), autocast(device, precision):
                 vecs = model.encode_image(torch.stack(pixels).to(device))
             rows[[n for n, _ in images]] = vecs.float().cpu().numpy()

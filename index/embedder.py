@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from tinymvlm.distributed import resolve_device
 from tinymvlm.embed import embed_pixel_batches, resolve_precision
-from tinymvlm.errors import TmvError
+from tinymvlm.errors import TmvError, first_line
 from tinymvlm.transform import build_transforms, load_image
 
 
@@ -65,7 +65,7 @@ class ImageFiles(Dataset):
         try:
             return i, self.transform(load_image(self.paths[i], self.draft)), None
         except Exception as exc:  # any decoder failure is this file's problem, not the run's
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            message = first_line(exc)
             return i, None, f"cannot decode: {message}"
 
 

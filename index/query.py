@@ -26,10 +26,6 @@ class Term:
     text: str | None = None
     image: str | None = None
 
-    def describe(self) -> str:
-        what = f"image {self.image}" if self.image else repr(self.text)
-        return what if self.weight == 1 else f"{self.weight:g}×{what}"
-
 
 def _expand(path: str) -> str:
     try:

@@ -20,7 +20,7 @@ from typing import Sequence
 
 from PIL import Image
 
-from .errors import TmvError
+from .errors import TmvError, first_line
 from .files import is_image_name, iter_image_files
 from .transform import load_image, to_rgb
 
@@ -376,7 +376,7 @@ def drop_unreadable(pairs: PairSet, workers: int = 4) -> PairSet:
         try:
             pairs.images.open(i, draft_size=(64, 64))
         except Exception as exc:
-            return f"cannot read image {pairs.images.paths[i]}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            return f"cannot read image {pairs.images.paths[i]}: {first_line(exc)}"
         return None
 
     with ThreadPoolExecutor(workers) as pool:
@@ -410,7 +410,7 @@ def load_hf_dataset(source: str, split: str | None, image_column: str | None, ca
         else:
             loaded = datasets.load_dataset(source)
     except Exception as exc:
-        raise TmvError(f"could not load dataset '{source}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        raise TmvError(f"could not load dataset '{source}': {first_line(exc)}") from exc
     dataset, rows = _select_split(loaded, split, source)
     names = list(dataset.column_names)
     image_col = image_column or next((n for n, f in dataset.features.items() if type(f).__name__ == "Image"), None)

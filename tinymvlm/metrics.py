@@ -104,8 +104,9 @@ def summarize(t2i_ranks: np.ndarray, i2t_ranks: np.ndarray, ks: Sequence[int] = 
     """R@k in percent for both directions, plus mean and median rank. A k larger than the number of
     candidates gives 100."""
     out: dict[str, float] = {}
+    ks = check_ks(ks)
     for prefix, ranks in (("t2i", np.asarray(t2i_ranks)), ("i2t", np.asarray(i2t_ranks))):
-        for k in check_ks(ks):
+        for k in ks:
             out[f"{prefix}_R@{k}"] = float((ranks <= k).mean() * 100)
         out[f"{prefix}_mean_rank"] = float(ranks.mean())
         out[f"{prefix}_median_rank"] = float(np.median(ranks))

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from .errors import TmvError
+from .errors import TmvError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def load_text_tower(name: str, pretrained: bool = True):
         else:
             encoder = AutoModel.from_config(config, **kwargs)
     except OSError as exc:
-        raise TmvError(f"could not load text model '{name}': {_first_line(exc)}; {OFFLINE_HINT}") from exc
+        raise TmvError(f"could not load text model '{name}': {first_line(exc)}; {OFFLINE_HINT}") from exc
     return encoder, tokenizer
 
 
@@ -210,7 +210,7 @@ def load_image_tower(name: str | None, pretrained: bool = True, weights: str | N
         try:
             model = create_timm(name, True, image_size)
         except (OSError, RuntimeError) as exc:
-            raise TmvError(f"could not download image model '{name}': {_first_line(exc)}; {OFFLINE_HINT}") from exc
+            raise TmvError(f"could not download image model '{name}': {first_line(exc)}; {OFFLINE_HINT}") from exc
     return model, name
 
 
@@ -255,13 +255,8 @@ def _load_weights_into(model: nn.Module, path: Path) -> None:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise TmvError(f"could not read image weights {path}: {_first_line(exc)}") from exc
+        raise TmvError(f"could not read image weights {path}: {first_line(exc)}") from exc
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys:
         raise TmvError(f"image weights {path} do not fit the model: {len(result.missing_keys)} tensors missing, e.g. {result.missing_keys[0]}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

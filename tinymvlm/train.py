@@ -471,12 +471,13 @@ def _train(cfg: TrainConfig, reporter: Reporter | None, info: Dist, device: torc
     if cached:
         # Every rank computes every view with the same seed, so all hold the same cache.
         reporter.notice(f"caching locked image-tower features: {cfg.image_views} view(s) (one un-augmented) of {len(train_pairs)} images")
+        eval_tf = build_transforms(model.data_config, training=False)
         feats = image_features(model, train_pairs, train_tf, cfg.image_views, cfg.batch_size * 2, cfg.workers,
-                               precision, device, cfg.seed, clean=build_transforms(model.data_config, training=False))
+                               precision, device, cfg.seed, clean=eval_tf)
         dataset = FeatureDataset(feats, train_pairs.captions, tokens)
         if val_pairs is not None and main:
-            val_features = image_features(model, val_pairs, build_transforms(model.data_config, training=False), 1,
-                                          cfg.batch_size * 2, cfg.workers, precision, device)[:, 0]
+            val_features = image_features(model, val_pairs, eval_tf, 1, cfg.batch_size * 2, cfg.workers, precision,
+                                          device)[:, 0]
     else:
         dataset = PairDataset(train_pairs, train_tf, tokens)
     collate = Collate(tokenizer.pad_token_id or 0, model.config.context_length if cfg.pad_to_max else None)
@@ -561,19 +562,18 @@ def _train(cfg: TrainConfig, reporter: Reporter | None, info: Dist, device: torc
                       "pairs_per_s": epoch_pairs / max(elapsed, 1e-9), "epoch_seconds": elapsed,
                       "logit_scale": float(model.scale().detach())}
             best = _end_epoch(cfg, model, tokenizer, optimizer, reporter, run_dir, val_pairs, val_features, device,
-                              record, best)
+                              precision, record, best)
         distributed.barrier()
     return run_dir
 
 
 def _end_epoch(cfg: TrainConfig, model: TinyClip, tokenizer, optimizer: torch.optim.Optimizer, reporter: Reporter,
                run_dir: Path, val_pairs: PairSet | None, val_features: torch.Tensor | None, device: torch.device,
-               record: dict, best: float | None) -> float | None:
+               precision: str, record: dict, best: float | None) -> float | None:
     """Rank 0's end of an epoch: validation, checkpoints, the log line. Returns the best score."""
     epoch, step = record["epoch"], record["step"]
     if val_pairs is not None:
         reporter.validating(epoch)
-        precision = resolve_precision(device, cfg.precision)
         # At the training batch size: inference at the evaluation size must not raise the run's peak memory.
         record["val"] = evaluate(model, tokenizer, val_pairs, cfg.batch_size, precision, device, cfg.workers,
                                  features=val_features)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .data import DatasetImages, FileImages, PairSet, Skip, drop_unreadable, load_pairs
-from .errors import TmvError
+from .errors import TmvError, first_line
 from .evaluate import EvalSettings, OnImages, embed_images
 from .embed import embed_texts
 from .files import is_image_name, iter_image_files
@@ -178,7 +178,7 @@ def load_labelled_dataset(source: str, split: str | None, image_column: str | No
         local = Path(source).expanduser().exists()
         loaded = datasets.load_from_disk(source) if local else datasets.load_dataset(source)
     except Exception as exc:
-        raise TmvError(f"could not load dataset '{source}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        raise TmvError(f"could not load dataset '{source}': {first_line(exc)}") from exc
     dataset, rows = _select_split(loaded, split, source)
     features = dataset.features
     image_col = image_column or next((n for n, f in features.items() if type(f).__name__ == "Image"), None)
