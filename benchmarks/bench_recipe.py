@@ -17,7 +17,7 @@ Configurations (YAML under examples/):
   original        tuxpaint-original.yaml   the original recipe in our flags: everything unfrozen,
                                            lr 2e-5 everywhere, no warmup or decay, padding to 32,
                                            fp32, channels-first images, batch 32, no workers,
-                                           10 epochs
+                                           no label prior, 10 epochs
   ours            tuxpaint.yaml            the default small-data recipe
   ours-2min       tuxpaint-fast.yaml       the same recipe cut to fit two minutes
   full-finetune   tuxpaint-full.yaml       everything unfrozen like the original, with bf16, 144 px

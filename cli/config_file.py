@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 MODEL_FIELDS = ("image_model", "text_model", "image_weights", "pretrained", "embed_dim", "head", "image_size", "context_length",
-                "init_logit_scale")
+                "init_logit_scale", "label_prior")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

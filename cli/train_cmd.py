@@ -28,8 +28,9 @@ class RichReporter:
 
     def start(self, total_steps: int, start_step: int, info: dict) -> None:
         processes = f" in each of {info['processes']} processes" if info.get("processes", 1) > 1 else ""
+        prior = f", label prior over {info['label_prior']} tower classes" if info.get("label_prior") else ""
         err.print(f"training on {info['train_images']} images / {info['train_captions']} captions, "
-                  f"validating on {info['val_images']} images, device {info['device']}{processes}, "
+                  f"validating on {info['val_images']} images, device {info['device']}{processes}{prior}, "
                   f"run folder {info['run_dir']}")
         self.progress.start()
         self.task = self.progress.add_task("train", total=total_steps, completed=start_step, stats="")
@@ -74,6 +75,9 @@ class RichReporter:
 @click.option("--context-length", type=int, default=77, show_default=True, help="Caption token limit (longer captions are truncated).")
 @click.option("--init-logit-scale", type=float, default=7.0, show_default=True,
               help="Starting inverse temperature (learned from there). CLIP's 14.3 suits huge data; small data retrieves better from 5-10.")
+@click.option("--label-prior/--no-label-prior", default=True, show_default=True,
+              help="Add the image tower's own class predictions, read through the text tower, to image embeddings "
+                   "(pretrained towers with a classifier: the packaged one, timm ImageNet models).")
 @click.option("--pad-to-max", is_flag=True, default=False, help="Pad every caption to --context-length instead of the batch's longest.")
 @click.option("--epochs", type=int, default=10, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)

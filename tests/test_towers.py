@@ -77,6 +77,6 @@ def test_default_image_tower_falls_back_to_the_packaged_one_offline(monkeypatch,
     from tinymvlm import towers
 
     towers.hub_reachable.cache_clear()
-    model, arch = load_image_tower(None)
+    model, arch, _ = load_image_tower(None)
     assert arch == "tf_efficientnet_lite0"
     assert "packaged efficientnet_lite0" in caplog.text

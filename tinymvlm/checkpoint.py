@@ -21,11 +21,14 @@ from .atomic import atomic_path
 from .config import ModelConfig
 from .errors import TmvError
 from .model import TinyClip
+from .prior import LabelPrior
 
 FORMAT = "tinymvlm-checkpoint/1"
 STATE_PREFIX = "trainer."
 BEST = "best.safetensors"
 LATEST = "latest.safetensors"
+PRIOR_KEY = "label_prior.label_text"
+PRIOR_CLASSIFIER_KEY = "label_prior.classifier.weight"
 
 
 def fingerprint(model: TinyClip) -> str:
@@ -109,6 +112,11 @@ def load_checkpoint(path: str | Path, with_state: bool = False):
     model = TinyClip(config, image_tower, text_tower, meta["image_arch"], meta["data_config"])
     weights, state = {}, {}
     with safe_open(str(path), framework="pt") as fh:
+        if {PRIOR_KEY, PRIOR_CLASSIFIER_KEY} <= set(fh.keys()):
+            text, weight = fh.get_slice(PRIOR_KEY).get_shape(), fh.get_slice(PRIOR_CLASSIFIER_KEY).get_shape()
+            if len(text) != 2 or len(weight) != 2:
+                raise TmvError(f"checkpoint {path} does not match the model it describes: a malformed label prior")
+            model.label_prior = LabelPrior.empty(text[0], weight[1], text[1])
         for key in fh.keys():
             if key.startswith(STATE_PREFIX):
                 if with_state:

@@ -14,6 +14,11 @@ class ModelConfig:
     1/0.07 (14.3) for hundreds of millions of pairs; on small data a softer start keeps the heads from
     over-sharpening on their few pairs and retrieves better (7 measured best of 5-14.3 on Tux Paint;
     see benchmarks/bench_recipe.py).
+
+    `label_prior` adds the image tower's own class predictions, read through the text tower, to every
+    image embedding (see `prior`); it needs a pretrained tower that comes with its classifier and
+    class names (the packaged EfficientNet-Lite0, or a timm ImageNet model from the hub); with any
+    other tower the model has none, and `tmv train` says which when it starts.
     """
 
     image_model: str | None = None
@@ -25,6 +30,7 @@ class ModelConfig:
     image_size: int | None = None
     context_length: int = 77
     init_logit_scale: float = 7.0
+    label_prior: bool = True
 
     def __post_init__(self) -> None:
         from .errors import TmvError

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .prior import LabelPrior
 
 LOGIT_SCALE_MAX = math.log(100)
 
@@ -33,6 +34,7 @@ class TinyClip(nn.Module):
         self.image_proj = _head(image_tower.num_features, config.embed_dim, config.head)
         self.text_proj = _head(text_tower.config.hidden_size, config.embed_dim, config.head)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(config.init_logit_scale)))
+        self.label_prior: LabelPrior | None = None
 
     @property
     def embed_dim(self) -> int:
@@ -43,16 +45,24 @@ class TinyClip(nn.Module):
         return self.image_tower(pixels)
 
     def project_image(self, features: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.image_proj(features).float(), dim=-1)
+        """The image head's output, plus the text head's reading of the tower's class predictions
+        when the model has a label prior (see `prior`)."""
+        emb = self.image_proj(features)
+        if self.label_prior is not None:
+            emb = emb + self.text_proj(self.label_prior(features))
+        return F.normalize(emb.float(), dim=-1)
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.project_image(self.image_features(pixels))
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Mean-pooled text-tower output, before the head."""
         hidden = self.text_tower(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-6)
-        return F.normalize(self.text_proj(pooled).float(), dim=-1)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-6)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_proj(self.text_features(input_ids, attention_mask)).float(), dim=-1)
 
     def scale(self) -> torch.Tensor:
         return self.logit_scale.clamp(max=LOGIT_SCALE_MAX).exp()

@@ -7,12 +7,14 @@ in seconds rather than after the hub client's minute of retries.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
 import os
 import re
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -179,12 +181,40 @@ def packaged_efficientnet_lite0(num_classes: int = 0) -> nn.Module:
     return model
 
 
+@dataclass
+class TowerClassifier:
+    """A pretrained image tower's own classification layer, and the name of each of its classes."""
+
+    layer: nn.Linear
+    names: list[str]
+
+
+def split_classifier(model: nn.Module) -> TowerClassifier | None:
+    """Take the pretrained classifier off a timm model (leaving it features-only) and return it with
+    its class names, when timm knows them (the ImageNet label sets); None otherwise."""
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+
+    layer = model.get_classifier()
+    subset = infer_imagenet_subset(model) if isinstance(layer, nn.Linear) else None
+    layer = copy.deepcopy(layer)
+    model.reset_classifier(0)
+    if subset is None:
+        return None
+    info = ImageNetInfo(subset)
+    if info.num_classes() != layer.out_features:
+        return None
+    # The first of WordNet's synonyms is the everyday name: "dingo", not "warrigal, Canis dingo".
+    return TowerClassifier(layer, [info.index_to_description(i).split(",")[0] for i in range(layer.out_features)])
+
+
 def load_image_tower(name: str | None, pretrained: bool = True, weights: str | None = None,
-                     image_size: int | None = None) -> tuple[nn.Module, str]:
-    """Return (timm model without classifier, timm architecture name).
+                     image_size: int | None = None) -> tuple[nn.Module, str, TowerClassifier | None]:
+    """Return (timm model without classifier, timm architecture name, its pretrained classifier).
 
     `name` None means the default: ViT-Tiny from the hub, or the packaged EfficientNet-Lite0 when the
-    hub cannot be reached (with a one-line notice).
+    hub cannot be reached (with a one-line notice). The classifier comes with the packaged tower and
+    with timm's pretrained ImageNet weights; towers from weights files, folders or random weights
+    have none.
     """
     import timm
 
@@ -195,36 +225,40 @@ def load_image_tower(name: str | None, pretrained: bool = True, weights: str | N
             name = PACKAGED_IMAGE
     if name == PACKAGED_IMAGE:
         if not pretrained:
-            return timm.create_model(_PACKAGED_IMAGE_ARCH, pretrained=False, num_classes=0), _PACKAGED_IMAGE_ARCH
-        return packaged_efficientnet_lite0(num_classes=0), _PACKAGED_IMAGE_ARCH
+            return timm.create_model(_PACKAGED_IMAGE_ARCH, pretrained=False, num_classes=0), _PACKAGED_IMAGE_ARCH, None
+        model = packaged_efficientnet_lite0(num_classes=1000)
+        return model, _PACKAGED_IMAGE_ARCH, split_classifier(model)
     if Path(name).expanduser().is_dir():
-        return _image_tower_from_folder(Path(name).expanduser(), pretrained, image_size)
+        return (*_image_tower_from_folder(Path(name).expanduser(), pretrained, image_size), None)
     if not timm.is_model(name):
         raise TmvError(f"unknown image model '{name}': give a timm model name (timm.list_models()), a folder, or '{PACKAGED_IMAGE}'")
-    model = create_timm(name, False, image_size)
     if weights is not None:
+        model = create_timm(name, False, image_size)
         _load_weights_into(model, Path(weights))
-    elif pretrained:
-        if not hub_reachable():
-            raise TmvError(f"pretrained weights for image model '{name}' come from the Hugging Face hub, which cannot be reached; {OFFLINE_HINT}, or --no-pretrained")
-        try:
-            model = create_timm(name, True, image_size)
-        except (OSError, RuntimeError) as exc:
-            raise TmvError(f"could not download image model '{name}': {first_line(exc)}; {OFFLINE_HINT}") from exc
-    return model, name
+        return model, name, None
+    if not pretrained:
+        return create_timm(name, False, image_size), name, None
+    if not hub_reachable():
+        raise TmvError(f"pretrained weights for image model '{name}' come from the Hugging Face hub, which cannot be reached; {OFFLINE_HINT}, or --no-pretrained")
+    try:
+        model = create_timm(name, True, image_size, num_classes=None)
+    except (OSError, RuntimeError) as exc:
+        raise TmvError(f"could not download image model '{name}': {first_line(exc)}; {OFFLINE_HINT}") from exc
+    return model, name, split_classifier(model)
 
 
-def create_timm(name: str, pretrained: bool, image_size: int | None = None) -> nn.Module:
-    """A timm model without classifier. Models with a fixed input size (ViTs) are built for
-    `image_size`; convolutional ones take any size as they are."""
+def create_timm(name: str, pretrained: bool, image_size: int | None = None, num_classes: int | None = 0) -> nn.Module:
+    """A timm model, by default without classifier (None: the pretrained weights' own). Models with
+    a fixed input size (ViTs) are built for `image_size`; convolutional ones take any size as they are."""
     import timm
 
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
     if image_size is not None:
         try:
-            return timm.create_model(name, pretrained=pretrained, num_classes=0, img_size=image_size)
+            return timm.create_model(name, pretrained=pretrained, img_size=image_size, **kwargs)
         except TypeError:
             pass
-    return timm.create_model(name, pretrained=pretrained, num_classes=0)
+    return timm.create_model(name, pretrained=pretrained, **kwargs)
 
 
 def _image_tower_from_folder(folder: Path, pretrained: bool, image_size: int | None) -> tuple[nn.Module, str]:

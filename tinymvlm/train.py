@@ -509,7 +509,8 @@ def _train(cfg: TrainConfig, reporter: Reporter | None, info: Dist, device: torc
         net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     reporter.start(total_steps, step, {"train_images": len(train_pairs), "train_captions": train_pairs.num_captions,
                                        "val_images": len(val_pairs) if val_pairs else 0, "device": str(device),
-                                       "processes": world, "run_dir": str(run_dir)})
+                                       "processes": world, "run_dir": str(run_dir),
+                                       "label_prior": model.label_prior.classes if model.label_prior is not None else 0})
     trainable = [p for p in model.parameters() if p.requires_grad]
     for epoch in range(start_epoch, cfg.epochs):
         _train_mode(model, cfg)

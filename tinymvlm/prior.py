@@ -1,0 +1,61 @@
+"""The label prior: a pretrained image tower's own class predictions, read as text.
+
+An ImageNet tower already knows that a photo shows a dingo or a violin; what a few hundred training
+pairs cannot teach is how its features map to captions about things those pairs never show. The
+prior bridges that gap: the tower's classifier gives each image a distribution over its class
+names, and the text tower's embedding of each name turns that distribution into one caption-like
+vector, which goes through the same text head as real captions. The image embedding is the image
+head's output plus that term, so the heads train on top of a mapping that already generalises.
+
+The classifier stays frozen (it defines what the class names mean) and the names are embedded once,
+when the model is built, by the pretrained text tower; both are saved in the checkpoint, so a saved
+model needs neither the class names nor the pretrained weights again.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from .model import TinyClip
+
+TEMPLATE = "a photo of a {}."
+BATCH = 64
+
+
+class LabelPrior(nn.Module):
+    """Pooled image features -> expected text-tower embedding of the predicted class name."""
+
+    def __init__(self, classifier: nn.Linear, label_text: torch.Tensor) -> None:
+        super().__init__()
+        self.classifier = classifier.requires_grad_(False)
+        self.register_buffer("label_text", label_text)
+
+    @classmethod
+    def empty(cls, classes: int, in_features: int, text_width: int) -> "LabelPrior":
+        """The right shapes to load a checkpoint's prior into."""
+        return cls(nn.Linear(in_features, classes), torch.zeros(classes, text_width))
+
+    @property
+    def classes(self) -> int:
+        return self.label_text.shape[0]
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(features).float().softmax(-1) @ self.label_text
+
+
+@torch.no_grad()
+def build_label_prior(model: "TinyClip", tokenizer, classifier: nn.Linear, names: list[str]) -> LabelPrior:
+    """Embed every class name with the model's text tower as it is now (pretrained, in eval mode)."""
+    was_training = model.text_tower.training
+    model.text_tower.eval()
+    rows = []
+    for start in range(0, len(names), BATCH):
+        batch = tokenizer([TEMPLATE.format(n) for n in names[start:start + BATCH]], padding=True, truncation=True,
+                          max_length=model.config.context_length, return_tensors="pt")
+        rows.append(model.text_features(batch["input_ids"], batch["attention_mask"]).float())
+    model.text_tower.train(was_training)
+    return LabelPrior(classifier, torch.cat(rows))
