@@ -387,11 +387,14 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _append_jsonl(path: Path, record: dict) -> None:
+def _append_jsonl(path: Path, record: dict, sync: bool = False) -> None:
+    """Append one line. Step lines are only flushed (a killed process loses none of them); the epoch
+    line is synced to disk, after that epoch's checkpoints, which is where a resume starts from."""
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
         fh.flush()
-        os.fsync(fh.fileno())
+        if sync:
+            os.fsync(fh.fileno())
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
@@ -588,6 +591,6 @@ def _end_epoch(cfg: TrainConfig, model: TinyClip, tokenizer, optimizer: torch.op
     if improved:
         save_checkpoint(run_dir / BEST, model, tokenizer, info)
     save_checkpoint(run_dir / LATEST, model, tokenizer, info, _trainer_state(optimizer, epoch, step, best))
-    _append_jsonl(run_dir / METRICS, record)
+    _append_jsonl(run_dir / METRICS, record, sync=True)
     reporter.epoch_end(record)
     return best
