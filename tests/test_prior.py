@@ -83,7 +83,7 @@ def test_training_keeps_the_prior_fixed_and_says_it_is_used(tiny_prior_config, c
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["train", "--data", str(colour_folder), "--val-fraction", "0", "--epochs", "1",
                                       "--batch-size", "4", "--image-model", "efficientnet_lite0", "--image-size", "32",
-                                      "--text-model", tiny_prior_config.text_model, "--embed-dim", "16",
+                                      "--text-model", tiny_prior_config.text_model, "--embed-dim", "16", "--context-length", "16",
                                       "--workers", "0", "--out-dir", str(out)])
     assert result.exit_code == 0, result.output
     assert "label prior over 1000 tower classes" in result.output
