@@ -50,12 +50,13 @@ class LabelPrior(nn.Module):
 @torch.no_grad()
 def build_label_prior(model: "TinyClip", tokenizer, classifier: nn.Linear, names: list[str]) -> LabelPrior:
     """Embed every class name with the model's text tower as it is now (pretrained, in eval mode)."""
+    from .embed import tokenize  # embed imports the model, which imports this module
+
     was_training = model.text_tower.training
     model.text_tower.eval()
     rows = []
     for start in range(0, len(names), BATCH):
-        batch = tokenizer([TEMPLATE.format(n) for n in names[start:start + BATCH]], padding=True, truncation=True,
-                          max_length=model.config.context_length, return_tensors="pt")
+        batch = tokenize(tokenizer, [TEMPLATE.format(n) for n in names[start:start + BATCH]], model.config.context_length)
         rows.append(model.text_features(batch["input_ids"], batch["attention_mask"]).float())
     model.text_tower.train(was_training)
     return LabelPrior(classifier, torch.cat(rows))
