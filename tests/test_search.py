@@ -124,10 +124,11 @@ def test_ivf_and_hnsw_recall_and_updates():
 
 def test_reader_catches_up_with_a_changing_catalogue(tmp_path, colour_folder, tiny_checkpoint):
     """Rows committed after the FAISS file was written are found; rows deleted are never returned."""
-    from tinymvlm.index import EmbedConfig, Index
+    from tinymvlm.index import Index
+    from tinymvlm.runtime import Runtime
 
     folder = tmp_path / "idx"
-    Index(folder, checkpoint=tiny_checkpoint).add([colour_folder], embed=EmbedConfig(workers=0))
+    Index(folder, checkpoint=tiny_checkpoint).add([colour_folder], runtime=Runtime(workers=0))
     store = IndexStore(folder)
     writer = Catalog(store.catalog_path)
     red_id = writer.labels("images", writer.ids("images"))
