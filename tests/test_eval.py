@@ -80,6 +80,19 @@ def test_cli_writes_a_table_and_json(tiny_checkpoint, caption_pairs, tmp_path):
     assert record["dataset"]["images"] == 6 and record["dataset"]["captions"] == 14
     assert record["dataset"]["shared_caption_rows"] == 2
     assert record["checkpoint"]["model_config"]["embed_dim"] == 16 and len(record["checkpoint"]["fingerprint"]) == 16
+    settings = record["settings"]  # as resolved, not "auto"
+    assert settings["precision"] in ("fp32", "bf16") and settings["device"] != "auto" and settings["batch_size"] == 64
+
+
+def test_a_sample_keeps_the_count_of_skipped_rows(tiny_checkpoint, caption_pairs, tmp_path):
+    with caption_pairs.open("a") as fh:
+        fh.write("missing.png\ta lost square\n")
+    out = tmp_path / "eval.json"
+    result = _run("--checkpoint", str(tiny_checkpoint), "--data", str(caption_pairs), "--limit", "3", "--device", "cpu",
+                  "--json", str(out))
+    assert result.exit_code == 0, result.output
+    dataset = json.loads(out.read_text())["dataset"]
+    assert (dataset["images"], dataset["skipped"], dataset["limit"]) == (3, 1, 3)
 
 
 def test_no_flags_evaluate_the_latest_runs_validation_split(tiny_checkpoint, colour_folder, tmp_path, monkeypatch):
