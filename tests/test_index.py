@@ -319,3 +319,24 @@ def test_exif_orientation_is_applied(tmp_path, tiny_checkpoint):
     up = state[str(photos / "upright.jpg")]
     sideways, raw = float(state[str(photos / "sideways.jpg")] @ up), float(state[str(photos / "raw.jpg")] @ up)
     assert sideways > 0.999 and sideways - raw > 0.01
+
+
+def test_python_build_keeps_stored_settings_and_a_query_searches_on_one_thread(tmp_path, colour_folder, tiny_checkpoint):
+    import faiss
+
+    from tinymvlm.index.build import build_index
+
+    run = build_index(tmp_path / "idx", [colour_folder], checkpoint=tiny_checkpoint, index_type="ivf",
+                      spec_settings={"nlist": 3, "nprobe": 2, "hnsw_m": None}, runtime=FAST)
+    assert (run.report.embedded, run.folder, run.index, run.shard, run.merged) == (8, tmp_path / "idx", tmp_path / "idx", None, None)
+    idx = Index(tmp_path / "idx", checkpoint=tiny_checkpoint)
+    assert idx.spec_with() is None  # nothing given: the index keeps its own
+    assert idx.spec_with(nprobe=5) == IndexSpec(type="ivf", nlist=3, nprobe=5)  # given over stored
+    assert idx.spec_with("flat", rebuild=True) == IndexSpec(type="flat")  # a rebuild starts from the defaults
+    faiss.omp_set_num_threads(2)
+    query = Index(tmp_path / "idx", runtime=Runtime.for_queries("cpu"))
+    assert query.search("a plain red square", k=1)[0].kind == "images"
+    assert faiss.omp_get_max_threads() == 1
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(TmvError, match="cannot read query image .*broken.png: "):
+        query.search(image=tmp_path / "broken.png")

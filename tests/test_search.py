@@ -174,6 +174,12 @@ def test_cli_index_and_search_outputs(tmp_path, cli_index, colour_folder):
     assert result.stdout.splitlines() == ["a plain blue square", "a plain red square"]
     result = runner.invoke(cli, base + ["red + blue - green:0.5", "-k", "2"])  # a pipe: tab-separated
     assert result.exit_code == 0 and all(len(line.split("\t")) == 3 for line in result.stdout.splitlines())
+    import faiss
+
+    faiss.omp_set_num_threads(2)
+    result = runner.invoke(cli, base + ["a plain red square", "--precision", "bf16", "--device", "cpu", "-k", "1"])
+    assert result.exit_code == 0, result.output
+    assert faiss.omp_get_max_threads() == 1  # one query searches on one thread
     sheet = tmp_path / "sheet.html"
     result = runner.invoke(cli, base + ["--image", red, "--html", str(sheet), "-k", "4", "--paths-only"])
     assert result.exit_code == 0 and sheet.read_text().count("data:image/jpeg;base64,") == 4
