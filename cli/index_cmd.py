@@ -163,7 +163,8 @@ def index(ctx: click.Context, paths, index_dir, checkpoint, captions, caption_co
     runtime = Runtime(device, precision, batch_size, workers)
     progress = RichProgress()
 
-    def done(run) -> None:
+    def done(run) -> None:  # this process's folder is complete: its summary comes before any merge
+        progress.close()
         summarise(run.report, run.folder, verbose, f"shard {run.shard}: " if run.shard else "")
 
     try:
