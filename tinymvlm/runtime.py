@@ -5,9 +5,10 @@ resolved once and with the same rules in every command (train, eval, index, sear
 cuda:LOCAL_RANK. `auto` precision is bf16 where the hardware runs it natively (CUDA with bf16, CPUs
 with AVX512-BF16 or AMX; efficientnet_lite0 embeds 1.4x faster in bf16 on such a 2-core machine, see
 benchmarks/bench_index.py), else fp32: emulated bf16 is slower than fp32. bf16 embeddings differ from
-fp32 ones by about 1e-3 in cosine. A single query is the one exception: `auto` is fp32 there, since a batch of one gains nothing from bf16 and stays exact.
-`auto` workers (None) are this machine's cores shared among its torchrun processes, at most 8, and
-none for a job of one batch (starting workers costs more than they save).
+fp32 ones by about 1e-3 in cosine. A single query is the one exception: `auto` is fp32 there, since a
+batch of one gains nothing from bf16 and stays exact. `auto` workers (None) are this machine's cores
+shared among its torchrun processes, at most 8, and none for a job of one batch (starting workers costs
+more than they save).
 """
 
 from __future__ import annotations
