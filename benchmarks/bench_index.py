@@ -52,7 +52,7 @@ def make_jpegs(folder: Path, n: int, size: tuple[int, int], seed: int = 0) -> No
 def forward_throughput(model, batch_size: int, precision: str, seconds: float = 20.0) -> float:
     import torch
 
-    from tinymvlm.embed import autocast
+    from tinymvlm.runtime import autocast
 
     size = model.data_config["input_size"]
     pixels = torch.randn(batch_size, *size).contiguous(memory_format=torch.channels_last)
@@ -93,8 +93,9 @@ def main() -> None:
     import torch
 
     from tinymvlm.checkpoint import load_checkpoint, resolve_checkpoint
-    from tinymvlm.index import EmbedConfig, Index
-    from tinymvlm.index.embedder import draft_size
+    from tinymvlm.embed import draft_size
+    from tinymvlm.index import Index
+    from tinymvlm.runtime import Runtime
 
     w, h = (int(v) for v in args.size.lower().split("x"))
     folder = Path(args.images)
@@ -125,8 +126,7 @@ def main() -> None:
     try:
         idx = Index(store, checkpoint=checkpoint)
         start = time.perf_counter()
-        report = idx.add([folder], embed=EmbedConfig(batch_size=args.batch_size, workers=args.workers,
-                                                     device="cpu", precision=args.precision))
+        report = idx.add([folder], runtime=Runtime("cpu", args.precision, args.batch_size, args.workers))
         wall = time.perf_counter() - start
         assert report.embedded == len(paths), report
         ratio = fwd[args.precision] / report.images_per_s

@@ -89,13 +89,6 @@ def _zeroshot_tables(title: str, result) -> list:
     return [summary, per_class, confused]
 
 
-def _checkpoint_record(path, meta: dict) -> dict:
-    from tinymvlm.evaluate import run_config
-
-    return {"path": str(path), "fingerprint": meta.get("fingerprint"), "model_config": meta.get("model_config"),
-            "image_arch": meta.get("image_arch"), "info": meta.get("info"), "run_config": run_config(path)}
-
-
 @click.command(cls=_EvalCommand)
 @click.argument("ks", nargs=-1, type=int, metavar="[K]...")
 @click.option("--recall", is_flag=True, help="Retrieval R@K for the K values given as arguments (default 1 5 10); the default task.")
@@ -114,15 +107,16 @@ def _checkpoint_record(path, meta: dict) -> dict:
 @click.option("--index", "index_dir", type=click.Path(file_okay=False), help="Also evaluate what this FAISS index returns (the recall cost of an approximate index).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the metrics, dataset and checkpoint to this JSON file.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--workers", type=int, default=2, show_default=True, help="DataLoader worker processes decoding images.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+@click.option("--workers", type=int, help="DataLoader processes decoding images (default: one per core, at most 8).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="auto: bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("-v", "--verbose", is_flag=True, help="Show informational log messages.")
 @friendly_errors
 def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, checkpoint: str | None, data: str | None, split: str | None,
              image_root: str | None, image_column: str | None, caption_column: str | None, label_column: str | None,
              classes_file: str | None, templates: tuple[str, ...], limit: int | None, index_dir: str | None,
-             json_path: str | None, batch_size: int, workers: int, precision: str, device: str, verbose: bool) -> None:
+             json_path: str | None, batch_size: int, workers: int | None, precision: str, device: str, verbose: bool) -> None:
     """Evaluate a checkpoint: text→image and image→text recall@K over every caption, or zero-shot accuracy.
 
     Every caption is a text→image query; an image→text query hits if any of the image's captions is in
@@ -149,13 +143,12 @@ def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, checkpoint: str 
 
     from tinymvlm.atomic import write_text
     from tinymvlm.checkpoint import load_checkpoint, read_metadata, resolve_checkpoint
-    from tinymvlm.evaluate import EvalSettings
+    from tinymvlm.evaluate import evaluation_record
     from tinymvlm.metrics import check_ks
-    from tinymvlm.distributed import resolve_device
+    from tinymvlm.runtime import Runtime
 
     ks_list = check_ks(ks or DEFAULT_KS) if not zeroshot else []
-    torch_device = resolve_device(device)
-    settings = EvalSettings(batch_size, precision, str(torch_device), workers)
+    runtime = Runtime(device, precision, batch_size, workers).resolve()
     path = resolve_checkpoint(checkpoint)
     read_metadata(path)  # an unknown format fails here, before any data is read
     if zeroshot:
@@ -166,14 +159,11 @@ def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, checkpoint: str 
     try:
         err.print(f"evaluating {path}", markup=False)
         model, tokenizer, meta = load_checkpoint(path)
-        model.to(settings.device)
-        record = {"checkpoint": _checkpoint_record(path, meta),
-                  "settings": {"precision": precision, "batch_size": batch_size, "device": settings.device}}
         if zeroshot:
-            record.update(_zeroshot(model, tokenizer, *evaluation, settings))
+            task = _zeroshot(model, tokenizer, *evaluation, runtime)
         else:
-            record.update(_retrieval(model, tokenizer, evaluation, ks_list, settings, index))
-            record["dataset"].update({"source": data, "split": split, "limit": limit})
+            task = _retrieval(model, tokenizer, evaluation, ks_list, runtime, index)
+        record = evaluation_record(path, meta, runtime, task, data, split, limit)
     finally:
         if index is not None:
             index.close()
@@ -198,23 +188,19 @@ def _retrieval_data(path, data, split, image_root, image_column, caption_column,
     return pairs if sample is None else pairs.subset(sample)
 
 
-def _retrieval(model, tokenizer, pairs, ks, settings, index) -> dict:
+def _retrieval(model, tokenizer, pairs, ks, runtime, index) -> dict:
     from rich.markup import escape
 
     from tinymvlm.evaluate import evaluate_retrieval
 
     with _ImageProgress(len(pairs)) as progress:
-        result = evaluate_retrieval(model, tokenizer, pairs, ks, settings, progress)
+        result = evaluate_retrieval(model, tokenizer, pairs, ks, runtime, progress)
     title = f"{escape(pairs.name)}: {result.images} images, {result.captions} captions"
     out.print(_retrieval_table(title, result.metrics, ks))
     if result.shared_captions:
         err.print(f"{result.shared_captions} caption row(s) share their text with another image; "
                   f"each counts as a hit only for its own image")
-    record = {"task": "retrieval", "metrics": result.metrics, "ks": ks,
-              "protocol": "every caption is a text->image query; an image->text query hits if any of its captions "
-                          "is in the top k; ties count as hits; a caption shared by several images hits only its own",
-              "dataset": {"name": pairs.name, "images": result.images, "captions": result.captions,
-                          "shared_caption_rows": result.shared_captions, "skipped": len(pairs.skipped)}}
+    record = result.record(pairs)
     if index is not None:
         record["index"] = _run_index(index, pairs, result, ks)
     return record
@@ -238,10 +224,8 @@ def _run_index(index, pairs, result, ks) -> dict:
     from rich.markup import escape
     from rich.table import Table
 
-    from tinymvlm.evaluate import evaluate_index
-
     err.print(f"searching index {index.folder}", markup=False)
-    record = evaluate_index(index.searcher(), pairs, result.embedded, ks)
+    record = index.evaluate(pairs, result.embedded, ks)
     index_dir = index.folder
     if record["eval_images_missing"]:
         err.print(f"[yellow]warning:[/] {record['eval_images_missing']} of {len(pairs)} evaluation images are not in "
@@ -276,23 +260,18 @@ def _zeroshot_data(data, split, image_root, image_column, label_column, classes_
     labelled = load_labelled(data, split, image_root, image_column, label_column, classes)
     warn_skipped(labelled.name, labelled.skipped)
     sample = spread(len(labelled), limit)
-    return (labelled if sample is None else labelled.subset(sample)), templates, data, split, limit
+    return (labelled if sample is None else labelled.subset(sample)), templates
 
 
-def _zeroshot(model, tokenizer, labelled, templates, data, split, limit, settings) -> dict:
+def _zeroshot(model, tokenizer, labelled, templates, runtime) -> dict:
     from rich.markup import escape
 
     from tinymvlm.zeroshot import evaluate_zeroshot
 
     with _ImageProgress(len(labelled)) as progress:
-        result = evaluate_zeroshot(model, tokenizer, labelled, templates, settings, progress)
+        result = evaluate_zeroshot(model, tokenizer, labelled, templates, runtime, progress)
     title = (f"{escape(labelled.name)}: zero-shot, {len(labelled)} images, {len(labelled.classes)} classes, "
              f"{len(templates)} template(s)")
     for table in _zeroshot_tables(title, result):
         out.print(table)
-    return {"task": "zeroshot", "metrics": result.metrics, "classes": result.classes, "templates": templates,
-            "per_class_recall": result.per_class_recall(), "confusion_matrix": result.confusion.tolist(),
-            "most_confused": [{"true": t, "predicted": p, "images": n, "share_of_true": s}
-                              for t, p, n, s in result.most_confused(10)],
-            "dataset": {"source": data, "name": labelled.name, "split": split, "images": len(labelled),
-                        "skipped": len(labelled.skipped), "limit": limit}}
+    return result.record(labelled, templates)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import click
 
 from .console import err, friendly_errors, setup_logging
@@ -144,71 +142,55 @@ def index(ctx: click.Context, paths, index_dir, checkpoint, captions, caption_co
     processes or machines: see --shard, --merge, --nproc, and torchrun.
     """
     setup_logging(verbose)
-    from pathlib import Path
+    from rich.markup import escape
 
     from tinymvlm.errors import TmvError
-    from tinymvlm.index import EmbedConfig, Index, IndexSpec, default_index_dir
+    from tinymvlm.index.build import build_index, merge_index
     from tinymvlm.index.shard import Shard, torchrun_shard
+    from tinymvlm.runtime import Runtime
 
-    under_torchrun = torchrun_shard()
-    if sum(map(bool, (shard_text, merge, nproc is not None, under_torchrun))) > 1:
+    if sum(map(bool, (shard_text, merge, nproc is not None, torchrun_shard()))) > 1:
         raise TmvError("use one of --shard, --merge, --nproc and torchrun at a time")
     if nproc is not None:
         _launch(ctx, nproc)
         return
-    out = Path(index_dir).expanduser() if index_dir else default_index_dir()
-    shard = Shard.parse(shard_text) if shard_text else under_torchrun
-    idx = Index(shard.folder(out) if shard else out, checkpoint=checkpoint, device=device, precision=precision)
-    spec_flags = {"nlist": nlist, "nprobe": nprobe, "hnsw_m": hnsw_m, "ef_construction": ef_construction,
-                  "ef_search": ef_search}
-    spec = None
-    if index_type is not None or any(v is not None for v in spec_flags.values()):
-        base = idx.info()["spec"] if idx.store.exists() and not rebuild and not merge else {}
-        base.update({k: v for k, v in spec_flags.items() if v is not None})
-        if index_type is not None:
-            base["type"] = index_type
-        spec = IndexSpec(**base)
+    spec_settings = {"nlist": nlist, "nprobe": nprobe, "hnsw_m": hnsw_m, "ef_construction": ef_construction,
+                     "ef_search": ef_search}
     if merge:
-        _merge(paths, out, spec, rebuild, wait)
+        report = merge_index(index_dir, paths, index_type, spec_settings, replace=rebuild, wait=wait)
+        _merged(report)
         return
-    if under_torchrun:
-        from tinymvlm.index.shard import process_group, rank_device, rank_workers
+    runtime = Runtime(device, precision, batch_size, workers)
+    progress = RichProgress()
 
-        device, workers = rank_device(device), rank_workers(workers)
-        idx.device = device
-    with process_group() if under_torchrun else contextlib.nullcontext() as barrier:
-        progress = RichProgress() if shard is None or shard.index == 0 else None
-        try:
-            report = idx.add(paths, captions=captions, exclude=exclude, caption_column=caption_column, spec=spec,
-                             embed=EmbedConfig(batch_size=batch_size, workers=workers, device=device,
-                                               precision=precision),
-                             rebuild=rebuild, wait=wait, progress=progress, shard=shard)
-        except KeyboardInterrupt:
-            err.print("interrupted: every finished batch is kept; run the same command again to resume")
-            raise SystemExit(130)
-        finally:
-            if progress is not None:
-                progress.close()
-        summarise(report, idx.folder, verbose, f"shard {shard}: " if shard else "")
-        if shard is None and not report.counts.get("images") and not report.counts.get("captions"):
-            raise TmvError(nothing_indexed(report))
-        if under_torchrun:
-            barrier()  # every rank's shard is complete past this point
-            if shard.index == 0:
-                _merge([Shard(i, shard.count).folder(out) for i in range(shard.count)], out, spec, rebuild, wait)
-        elif shard:
-            err.print(f"shard {shard} done; once all {shard.count} are, combine them: tmv index --merge --index {out}")
+    def done(run) -> None:  # this process's folder is complete: its summary comes before any merge
+        progress.close()
+        summarise(run.report, run.folder, verbose, f"shard {run.shard}: " if run.shard else "")
+
+    try:
+        run = build_index(index_dir, paths, checkpoint=checkpoint, captions=captions, caption_column=caption_column,
+                          exclude=exclude, index_type=index_type, spec_settings=spec_settings, runtime=runtime,
+                          rebuild=rebuild, wait=wait, shard=Shard.parse(shard_text) if shard_text else None,
+                          progress=progress, on_report=done)
+    except KeyboardInterrupt:
+        err.print("interrupted: every finished batch is kept; run the same command again to resume")
+        raise SystemExit(130)
+    finally:
+        progress.close()
+    if run.merged is not None:
+        _merged(run.merged)
+    elif run.shard is None and not run.report.counts.get("images") and not run.report.counts.get("captions"):
+        raise TmvError(nothing_indexed(run.report))
+    elif shard_text:
+        err.print(f"shard {run.shard} done; once all {run.shard.count} are, combine them: "
+                  f"tmv index --merge --index {escape(str(run.index))}")
 
 
-def _merge(paths, out, spec, rebuild: bool, wait: bool) -> None:
+def _merged(report) -> None:
     from rich.markup import escape
 
-    from tinymvlm.index.merge import merge_shards
-    from tinymvlm.index.shard import shard_folders
-
-    report = merge_shards(list(paths) or shard_folders(out), out, spec, replace=rebuild, wait=wait)
     counts = report.counts
-    err.print(f"merged {report.shards} shards into {escape(str(out))} in {report.seconds:.1f} s: "
+    err.print(f"merged {report.shards} shards into {escape(str(report.folder))} in {report.seconds:.1f} s: "
               f"{counts['images']} images, {counts['captions']} captions, {counts['skipped']} skipped files")
 
 

@@ -46,11 +46,13 @@ def json_line(hit) -> str:
 @click.option("--html", "html_file", type=click.Path(dir_okay=False), help="Also write a contact sheet of the hits to this HTML file.")
 @click.option("--nprobe", type=int, help="IVF cells to search (more: slower, better recall).")
 @click.option("--ef-search", type=int, help="HNSW search breadth (more: slower, better recall).")
-@click.option("--device", default="cpu", show_default=True, help="Device for embedding the query.")
+@click.option("--device", default="auto", show_default=True, help="Device for embedding the query: auto, cpu, cuda, cuda:1 ...")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="auto: fp32 (a single query gains nothing from bf16).")
 @click.option("-v", "--verbose", is_flag=True, help="Show informational log messages.")
 @friendly_errors
 def search(query, index_dir, checkpoint, k, images, texts, as_json, paths_only, html_file, nprobe, ef_search,
-           device, verbose) -> None:
+           device, precision, verbose) -> None:
     """Search an index with QUERY: text, an image path, or a weighted mix like  cat + "in snow" - dog:0.5
 
     Results go to stdout (a table on a terminal, tab-separated rank/score/path in a pipe, or --json /
@@ -61,16 +63,12 @@ def search(query, index_dir, checkpoint, k, images, texts, as_json, paths_only, 
 
     from tinymvlm.errors import TmvError
     from tinymvlm.index import Index
+    from tinymvlm.runtime import Runtime
 
     if as_json and paths_only:
         raise TmvError("choose one of --json and --paths-only")
-    import faiss
-
-    # One query: a single-threaded scan answers in milliseconds, while OpenMP's thread start-up and
-    # hand-offs can cost more than the parallel scan saves, a lot more on a busy machine.
-    faiss.omp_set_num_threads(1)
     text = " ".join(query)
-    idx = Index(index_dir, checkpoint=checkpoint, device=device, precision="fp32")
+    idx = Index(index_dir, checkpoint=checkpoint, runtime=Runtime.for_queries(device, precision))
     hits = idx.search(text or None, images, k=k, texts=texts, nprobe=nprobe, ef_search=ef_search)
     if html_file:
         from tinymvlm.atomic import write_text

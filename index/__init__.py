@@ -1,17 +1,17 @@
 """FAISS indexing and search of image folders and captions (tinymvlm.index).
 
 Modules, one job each: lock (one writer), catalog (SQLite, the source of truth), vectors (FAISS types),
-store (index folder, manifest, FAISS kept in step with the catalogue), scan (what changed), embedder
-(DataLoader decoding + batched inference), captions (caption files), indexer (applying a scan a batch at a
-time), query (weighted query expressions), search (snapshot-consistent search), html (contact sheets),
-api (the `Index` class the CLI uses).
+store (index folder, manifest, FAISS kept in step with the catalogue), scan (what changed), captions
+(caption files), indexer (applying a scan a batch at a time, embedding with tinymvlm.embed), query
+(weighted query expressions), search (snapshot-consistent search), html (contact sheets), recall (recall
+through an index), shard and merge (sharded indexing), api (the `Index` class), build (a whole `tmv index`
+run, torchrun's index-then-merge included).
 """
 
 from .api import Index
-from .embedder import EmbedConfig
 from .indexer import IndexReport, Progress
 from .search import Hit
 from .store import default_index_dir
 from .vectors import APPROX_THRESHOLD, IndexSpec
 
-__all__ = ["Index", "IndexSpec", "EmbedConfig", "IndexReport", "Progress", "Hit", "default_index_dir", "APPROX_THRESHOLD"]
+__all__ = ["Index", "IndexSpec", "IndexReport", "Progress", "Hit", "default_index_dir", "APPROX_THRESHOLD"]

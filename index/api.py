@@ -16,16 +16,19 @@ fingerprint is in the checkpoint's metadata).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from tinymvlm.checkpoint import load_checkpoint, read_metadata, resolve_checkpoint
-from tinymvlm.errors import TmvError, first_line
+from tinymvlm.data import FileImages
+from tinymvlm.embed import embed_texts, image_batches
+from tinymvlm.errors import TmvError
+from tinymvlm.runtime import Runtime
 
 from .catalog import KINDS, Catalog
-from .embedder import EmbedConfig, draft_size, resolve_device, resolve_precision
 from .indexer import SYNC_EVERY_S, IndexReport, Progress, apply_metadata, embed_images, index_captions
 from .lock import IndexLock
 from .query import Term, parse_query
@@ -37,13 +40,14 @@ from .vectors import IndexSpec
 
 
 class Index:
-    """One index folder (None: the default folder, see store.default_index_dir) and its model."""
+    """One index folder (None: the default folder, see store.default_index_dir) and its model, run
+    under `runtime` (default: auto device and precision; see tinymvlm.runtime)."""
 
     def __init__(self, folder: str | Path | None = None, checkpoint: str | Path | None = None,
-                 device: str = "auto", precision: str = "auto") -> None:
+                 runtime: Runtime | None = None) -> None:
         self.store = IndexStore(folder)
         self.checkpoint = checkpoint
-        self.device, self.precision = device, precision
+        self.runtime = runtime or Runtime()
         self._model = self._tokenizer = self._info = None
         self._searcher: Searcher | None = None
 
@@ -75,21 +79,22 @@ class Index:
     def _load_model(self):
         if self._model is None:
             model, tokenizer, _ = load_checkpoint(self.model_info().checkpoint)
-            self._model, self._tokenizer = model.to(resolve_device(self.device)).eval(), tokenizer
+            self._model, self._tokenizer = model.to(self.runtime.torch_device).eval(), tokenizer
         return self._model, self._tokenizer
 
     # ------------------------------------------------------------------------------------- add
 
     def add(self, paths: Sequence[str | Path] = (), captions: Sequence[str | Path] = (), exclude: Sequence[str] = (),
-            caption_column: str | None = None, spec: IndexSpec | None = None, embed: EmbedConfig | None = None,
+            caption_column: str | None = None, spec: IndexSpec | None = None, runtime: Runtime | None = None,
             rebuild: bool = False, wait: bool = False, progress: Progress | None = None,
             shard: Shard | None = None) -> IndexReport:
         """Bring the index up to date with image folders/files and caption files. With no paths and no
         captions, re-scans the folders indexed before. `spec` None keeps the index's type settings.
-        `shard`: this folder holds one shard (shard.py) and takes only its share of the images;
-        captions go to shard 0 alone (text is cheap to embed next to images)."""
+        `runtime` None: the index's own. `shard`: this folder holds one shard (shard.py) and takes
+        only its share of the images; captions go to shard 0 alone (text is cheap to embed next to
+        images)."""
         progress = progress or Progress()
-        embed = embed or EmbedConfig(device=self.device, precision=self.precision)
+        runtime = (runtime or self.runtime).resolve()
         report = IndexReport()
         with IndexLock(self.folder, wait=wait):
             self._close_searcher()
@@ -115,13 +120,13 @@ class Index:
                                        f"{self.folder} has no folders recorded from earlier runs")
                 if roots:
                     keep = shard.owns(roots) if shard is not None else None
-                    self._add_images(catalog, manifest, spec, roots, exclude, embed, report, progress, keep)
+                    self._add_images(catalog, manifest, spec, roots, exclude, runtime, report, progress, keep)
                     if paths:
                         with catalog.transaction():
                             catalog.add_roots(roots)
                 if captions and (shard is None or shard.index == 0):
                     model, tokenizer = self._load_model()
-                    index_captions(catalog, model, tokenizer, [str(c) for c in captions], caption_column, embed,
+                    index_captions(catalog, model, tokenizer, [str(c) for c in captions], caption_column, runtime,
                                    report, progress)
                 for kind in KINDS:
                     manifest = self.store.sync(catalog, manifest, kind, spec)
@@ -133,7 +138,7 @@ class Index:
         return report
 
     def _add_images(self, catalog: Catalog, manifest: dict, spec: IndexSpec, roots: list[str], exclude: Sequence[str],
-                    embed: EmbedConfig, report: IndexReport, progress: Progress,
+                    runtime: Runtime, report: IndexReport, progress: Progress,
                     keep: Callable[[str], bool] | None = None) -> None:
         plan = plan_images(catalog, roots, exclude, progress.scanned, keep)
         progress.planned(plan)
@@ -149,7 +154,7 @@ class Index:
                 self.store.sync(catalog, manifest, "images", spec)
                 last_sync[0] = time.monotonic()
 
-        embed_images(catalog, model, plan, embed, report, progress, on_commit=periodic_sync)
+        embed_images(catalog, model, plan, runtime, report, progress, on_commit=periodic_sync)
 
     # ---------------------------------------------------------------------------------- search
 
@@ -159,7 +164,9 @@ class Index:
             self._searcher = None
 
     def searcher(self) -> Searcher:
+        """The open index, checked against the model; FAISS runs with the runtime's search threads."""
         if self._searcher is None:
+            self.runtime.apply_threads()
             searcher = Searcher(self.store)
             self.store.check_model(searcher.manifest, self.model_info())
             self._searcher = searcher
@@ -167,31 +174,18 @@ class Index:
 
     def embed_query(self, terms: list[Term]) -> np.ndarray:
         """The combined, normalised query vector of parsed terms."""
-        import torch
-
-        from tinymvlm.embed import autocast, embed_texts
-        from tinymvlm.transform import build_transforms, load_image
-
         model, tokenizer = self._load_model()
-        device = resolve_device(self.device)
-        precision = resolve_precision(device, self.precision)
+        runtime = replace(self.runtime, workers=0)  # a few files: decoding in this process is quickest
         rows = np.zeros((len(terms), model.embed_dim), dtype=np.float32)
         texts = [(n, t.text) for n, t in enumerate(terms) if t.text is not None]
         if texts:
-            rows[[n for n, _ in texts]] = embed_texts(model, tokenizer, [t for _, t in texts], precision=precision,
-                                                      device=str(device))
+            rows[[n for n, _ in texts]] = embed_texts(model, tokenizer, [t for _, t in texts], runtime)
         images = [(n, t.image) for n, t in enumerate(terms) if t.image is not None]
-        if images:
-            transform = build_transforms(model.data_config, training=False)
-            pixels = []
-            for _, path in images:
-                try:
-                    pixels.append(transform(load_image(path, draft_size(model.data_config))))
-                except Exception as exc:
-                    raise TmvError(f"cannot read query image {path}: {first_line(exc)}") from exc
-            with torch.inference_mode(), autocast(device, precision):
-                vecs = model.encode_image(torch.stack(pixels).to(device))
-            rows[[n for n, _ in images]] = vecs.float().cpu().numpy()
+        for batch in image_batches(model, FileImages([p for _, p in images]), len(images), runtime, draft=True,
+                                   keep_going=True):
+            for position, reason in batch.failures:
+                raise TmvError(f"cannot read query image {images[position][1]}: {reason}")
+            rows[[images[p][0] for p in batch.positions]] = batch.vectors
         return combine(terms, rows)
 
     def search(self, query: str | None = None, image: str | Path | Sequence[str | Path] | None = None, k: int = 10,
@@ -209,6 +203,21 @@ class Index:
 
     def info(self) -> dict:
         return self.store.read_manifest()
+
+    def spec_with(self, index_type: str | None = None, rebuild: bool = False, **settings: int | None) -> IndexSpec | None:
+        """The index type settings a run asks for: those given (None: not given) over the ones this
+        index keeps (unless it is rebuilt); None when nothing is given, so the index keeps its own."""
+        given = {k: v for k, v in settings.items() if v is not None}
+        if index_type is None and not given:
+            return None
+        stored = self.info()["spec"] if self.store.exists() and not rebuild else {}
+        return IndexSpec(**{**stored, **given, **({"type": index_type} if index_type is not None else {})})
+
+    def evaluate(self, pairs, embedded, ks: Sequence[int]) -> dict:
+        """Recall of evaluation queries through this index beside exact search (see recall.py)."""
+        from .recall import evaluate_index
+
+        return evaluate_index(self.searcher(), pairs, embedded, ks)
 
     def close(self) -> None:
         self._close_searcher()

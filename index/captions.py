@@ -13,7 +13,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tinymvlm.data import CAPTION_KEYS, IMAGE_KEYS, Skip, decode_lines, split_row
+from tinymvlm.data import Skip, decode_lines, split_row
+from tinymvlm.sources import CAPTION, IMAGE_KEYS
 from tinymvlm.errors import TmvError
 
 DELIMITERS = {".tsv": "\t", ".csv": ","}
@@ -75,7 +76,7 @@ def _column(path: Path, lines, delimiter: str, column: str | None, skipped: list
                 else:
                     raise TmvError(f"--captions {path}: no column '{column}' (first row: {', '.join(fields)})")
             else:
-                named = [i for i, n in enumerate(names) if n in CAPTION_KEYS]
+                named = [i for i, n in enumerate(names) if n in CAPTION.keys]
                 if named:
                     index = named[0]
                     continue
@@ -105,7 +106,7 @@ def _jsonl(path: Path, lines, column: str | None, skipped: list[Skip]) -> list[s
         if not isinstance(record, dict):
             skipped.append(Skip(where, "not a JSON object or string"))
             continue
-        key = column if column is not None else next((k for k in record if k.lower() in CAPTION_KEYS), None)
+        key = column if column is not None else next((k for k in record if k.lower() in CAPTION.keys), None)
         value = record.get(key) if key is not None else None
         values = [value] if isinstance(value, str) else value
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):

@@ -15,9 +15,12 @@ from typing import Sequence
 
 import numpy as np
 
+from tinymvlm.data import FileImages
+from tinymvlm.embed import embed_texts, image_batches
+from tinymvlm.runtime import Runtime
+
 from .captions import read_captions
 from .catalog import Catalog, to_blob
-from .embedder import EmbedConfig, embed_files, resolve_device, resolve_precision
 from .scan import FileStat, Plan
 
 SYNC_EVERY_S = 300.0  # long runs refresh the FAISS files this often, so searches meanwhile stay fast
@@ -82,23 +85,26 @@ def apply_metadata(catalog: Catalog, plan: Plan, report: IndexReport) -> None:
     report.failed += [(st.path, reason) for st, reason in plan.failed]
 
 
-def embed_images(catalog: Catalog, model, plan: Plan, cfg: EmbedConfig, report: IndexReport,
+def embed_images(catalog: Catalog, model, plan: Plan, runtime: Runtime, report: IndexReport,
                  progress: Progress, on_commit=None) -> None:
-    """Decode and embed the plan's files, committing each batch (with its duplicates) as it comes."""
+    """Decode and embed the plan's files, committing each batch (with its duplicates) as it comes. A
+    file that fails to decode is recorded as skipped and the run goes on; JPEGs decode in draft mode."""
     files = [st for st, _ in plan.embed]
     if not files:
         return
     progress.embedding(len(files), "images")
     start, done = time.perf_counter(), 0
-    for batch in embed_files(model, [f.path for f in files], cfg):
+    for batch in image_batches(model, FileImages([f.path for f in files]), len(files), runtime, draft=True,
+                               keep_going=True):
         with catalog.transaction():
             for pos, vec in zip(batch.positions, batch.vectors):
                 st, digest = plan.embed[pos]
                 blob = to_blob(vec)
                 for file in [st] + plan.duplicates.get(digest, []):
                     _insert_or_replace(catalog, plan, file, digest, blob, report)
-            for pos, reason in batch.failures:
+            for pos, error in batch.failures:
                 st, digest = plan.embed[pos]
+                reason = f"cannot decode: {error}"
                 for file in [st] + plan.duplicates.get(digest, []):
                     if file.path in plan.replaces:  # the old content is gone; do not keep its vector
                         catalog.delete_images([plan.replaces[file.path]])
@@ -127,13 +133,9 @@ def _insert_or_replace(catalog: Catalog, plan: Plan, file: FileStat, digest: str
 
 
 def index_captions(catalog: Catalog, model, tokenizer, sources: Sequence[str], column: str | None,
-                   cfg: EmbedConfig, report: IndexReport, progress: Progress, batch_size: int = 256) -> None:
+                   runtime: Runtime, report: IndexReport, progress: Progress, batch_size: int = 256) -> None:
     """Make the catalogue's captions of each source file match the file: new lines embedded (or their
     vector copied from an identical caption of another file), vanished lines dropped."""
-    from tinymvlm.embed import embed_texts
-
-    device = resolve_device(cfg.device)
-    precision = resolve_precision(device, cfg.precision)
     for source in sources:
         parsed = read_captions(source, column)
         key = str(parsed.path.resolve())
@@ -154,11 +156,10 @@ def index_captions(catalog: Catalog, model, tokenizer, sources: Sequence[str], c
         report.captions_added += len(new)
         if not todo:
             continue
-        model.to(device).eval()
         progress.embedding(len(todo), "captions")
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
-            vecs = embed_texts(model, tokenizer, chunk, batch_size=batch_size, precision=precision, device=str(device))
+            vecs = embed_texts(model, tokenizer, chunk, runtime)
             with catalog.transaction():
                 for text, vec in zip(chunk, np.asarray(vecs)):
                     catalog.insert_caption(key, text, vec)

@@ -26,6 +26,7 @@ from tinymvlm.errors import TmvError
 
 from .catalog import CATALOG_FILES, KINDS, Catalog, fs_path
 from .lock import IndexLock
+from .shard import shard_folders
 from .store import IndexStore, ModelInfo
 from .vectors import IndexSpec
 
@@ -34,6 +35,7 @@ CHUNK = 2_000  # rows copied per round trip: bounded memory whatever the shard s
 
 @dataclass
 class MergeReport:
+    folder: Path  # the merged index
     shards: int
     counts: dict  # images, captions, skipped of the merged index
     seconds: float
@@ -50,9 +52,11 @@ class _Shard:
 
 def merge_shards(shard_dirs: Sequence[str | Path], out: str | Path, spec: IndexSpec | None = None,
                  replace: bool = False, wait: bool = False) -> MergeReport:
-    """Merge every shard of one sharded index into `out`; `replace` allows overwriting an index at
-    `out` that was not made by merging. `spec` None keeps the shards' index type settings."""
+    """Merge every shard of one sharded index into `out` (no `shard_dirs`: every OUT/shards/I-of-N);
+    `replace` allows overwriting an index at `out` that was not made by merging. `spec` None keeps
+    the shards' index type settings."""
     start = time.perf_counter()
+    shard_dirs = list(shard_dirs) or shard_folders(Path(out))
     store = IndexStore(out)
     shards = _read_shards(shard_dirs, store.folder)  # before locking: a typo must not create a folder
     with contextlib.ExitStack() as locks:  # no shard may change while it is read
@@ -76,7 +80,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out: str | Path, spec: IndexS
             store.write_manifest(manifest)
         finally:
             catalog.close()
-    return MergeReport(len(shards), dict(manifest["counts"]), time.perf_counter() - start)
+    return MergeReport(store.folder, len(shards), dict(manifest["counts"]), time.perf_counter() - start)
 
 
 def _read_shards(shard_dirs: Sequence[str | Path], out: Path) -> list[_Shard]:

@@ -115,21 +115,6 @@ def torchrun_shard() -> Shard | None:
     return Shard(rank, world) if world > 1 else None
 
 
-def rank_device(name: str) -> str:
-    """The device a rank embeds on: auto/cuda mean cuda:LOCAL_RANK, so each rank gets its own GPU."""
-    from tinymvlm.distributed import from_env, resolve_device
-
-    return str(resolve_device(name, from_env()))
-
-
-def rank_workers(workers: int | None) -> int | None:
-    """Decoding processes per rank: unless given, this machine's cores shared among its ranks."""
-    if workers is not None:
-        return workers
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    return max(1, min(8, (os.cpu_count() or 1) // max(1, local)))
-
-
 @contextlib.contextmanager
 def process_group() -> Iterator[Callable[[], None]]:
     """Join torchrun's group (gloo, address from the environment) and yield a barrier; leave on exit."""

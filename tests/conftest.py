@@ -98,3 +98,14 @@ def make_colour_images(folder: Path, size: int = 48, fmt: str = "png") -> dict[s
 def colour_folder(tmp_path) -> Path:
     make_colour_images(tmp_path / "images")
     return tmp_path / "images"
+
+
+@pytest.fixture
+def offline_hub(monkeypatch):
+    """The Hugging Face hub cannot be reached (and is not asked: HF_HUB_OFFLINE)."""
+    from tinymvlm import towers
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    towers.hub_reachable.cache_clear()
+    yield
+    towers.hub_reachable.cache_clear()

@@ -152,3 +152,13 @@ def test_hub_dataset_offline_is_a_clear_error(monkeypatch):
     towers.hub_reachable.cache_clear()
     with pytest.raises(TmvError, match="cannot be reached"):
         load_pairs(None)
+
+
+def test_skipped_rows_travel_with_a_subset_and_the_training_side_of_a_split(tmp_path, images):
+    pairs_file = tmp_path / "pairs.tsv"
+    pairs_file.write_text("img/red.png\tred\nimg/green.png\tgreen\nimg/blue.png\tblue\nimg/gone.png\tgone\nimg/red.png\t \n")
+    pairs = load_pairs(str(pairs_file))
+    assert [s.reason.split(":")[0] for s in pairs.skipped] == ["image not found", "empty caption"]
+    assert pairs.subset([1]).skipped == pairs.skipped
+    train, val = pairs.split(0.5)
+    assert train.skipped == pairs.skipped and val.skipped == []  # reported once, with the training data

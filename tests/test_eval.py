@@ -18,7 +18,8 @@ from test_metrics import brute_force
 from tinymvlm.checkpoint import load_checkpoint
 from tinymvlm.cli.main import cli
 from tinymvlm.data import load_pairs
-from tinymvlm.evaluate import EvalSettings, evaluate_retrieval
+from tinymvlm.evaluate import evaluate_retrieval
+from tinymvlm.runtime import Runtime
 from tinymvlm.transform import build_transforms
 from tinymvlm.zeroshot import DEFAULT_TEMPLATES, load_labelled, spread
 
@@ -54,7 +55,7 @@ def _run(*args: str):
 def test_recall_matches_brute_force_on_the_models_own_embeddings(tiny_checkpoint, caption_pairs):
     model, tokenizer, _ = load_checkpoint(tiny_checkpoint)
     pairs = load_pairs(str(caption_pairs))
-    result = evaluate_retrieval(model, tokenizer, pairs, [1, 2, 5], EvalSettings(batch_size=4, chunk=3))
+    result = evaluate_retrieval(model, tokenizer, pairs, [1, 2, 5], Runtime(batch_size=4), chunk=3)
     assert (result.images, result.captions, result.shared_captions) == (6, 14, 2)
     texts = [c for caps in pairs.captions for c in caps]
     text_image = [i for i, caps in enumerate(pairs.captions) for _ in caps]
@@ -79,6 +80,19 @@ def test_cli_writes_a_table_and_json(tiny_checkpoint, caption_pairs, tmp_path):
     assert record["dataset"]["images"] == 6 and record["dataset"]["captions"] == 14
     assert record["dataset"]["shared_caption_rows"] == 2
     assert record["checkpoint"]["model_config"]["embed_dim"] == 16 and len(record["checkpoint"]["fingerprint"]) == 16
+    settings = record["settings"]  # as resolved, not "auto"
+    assert settings["precision"] in ("fp32", "bf16") and settings["device"] != "auto" and settings["batch_size"] == 64
+
+
+def test_a_sample_keeps_the_count_of_skipped_rows(tiny_checkpoint, caption_pairs, tmp_path):
+    with caption_pairs.open("a") as fh:
+        fh.write("missing.png\ta lost square\n")
+    out = tmp_path / "eval.json"
+    result = _run("--checkpoint", str(tiny_checkpoint), "--data", str(caption_pairs), "--limit", "3", "--device", "cpu",
+                  "--json", str(out))
+    assert result.exit_code == 0, result.output
+    dataset = json.loads(out.read_text())["dataset"]
+    assert (dataset["images"], dataset["skipped"], dataset["limit"]) == (3, 1, 3)
 
 
 def test_no_flags_evaluate_the_latest_runs_validation_split(tiny_checkpoint, colour_folder, tmp_path, monkeypatch):
@@ -186,11 +200,12 @@ def test_option_misuse_is_a_one_line_error(tiny_checkpoint, args, fragment):
 @pytest.fixture
 def colour_index(tiny_checkpoint, colour_folder, caption_pairs, tmp_path) -> Path:
     """A flat index of all 8 colour images (6 of them in the evaluation pairs) and the pairs' captions."""
-    from tinymvlm.index import EmbedConfig, Index, IndexSpec
+    from tinymvlm.index import Index, IndexSpec
+    from tinymvlm.runtime import Runtime
 
     with Index(tmp_path / "idx", checkpoint=tiny_checkpoint) as index:
         index.add([colour_folder], captions=[caption_pairs], spec=IndexSpec(type="flat"),
-                  embed=EmbedConfig(workers=0, precision="fp32"))
+                  runtime=Runtime(workers=0, precision="fp32"))
     return tmp_path / "idx"
 
 
@@ -210,12 +225,12 @@ def test_index_evaluation_reports_search_exact_and_cost(tiny_checkpoint, caption
 
 def test_index_evaluation_measures_what_search_returns(tiny_checkpoint, caption_pairs, colour_index):
     """A search that returns the wrong top hits costs exactly the recall it loses."""
-    from tinymvlm.evaluate import evaluate_index
     from tinymvlm.index import Index
+    from tinymvlm.index.recall import evaluate_index
 
     model, tokenizer, _ = load_checkpoint(tiny_checkpoint)
     pairs = load_pairs(str(caption_pairs))
-    emb = evaluate_retrieval(model, tokenizer, pairs, [1], EvalSettings()).embedded
+    emb = evaluate_retrieval(model, tokenizer, pairs, [1], Runtime()).embedded
 
     class Reversed:
         """The real searcher, but the best hits come last."""

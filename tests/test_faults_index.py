@@ -24,8 +24,9 @@ from PIL import Image
 
 from hostile import IS_ROOT, LATIN1_NAME, UNICODE_NAME, make_hostile_folder
 from tinymvlm.cli.main import cli
-from tinymvlm.index import EmbedConfig, Index
+from tinymvlm.index import Index
 from tinymvlm.index import vectors
+from tinymvlm.runtime import Runtime
 from conftest import catalogue
 from tinymvlm.index.catalog import Catalog
 from tinymvlm.index.lock import IndexLock
@@ -213,7 +214,7 @@ def test_sigkilled_index_resumes_exactly_and_stays_readable(tmp_path, tiny_check
     command = [sys.executable, "-m", "tinymvlm.cli", "index", str(photos), "--index", str(folder), "--checkpoint",
                str(tiny_checkpoint), "--workers", "0", "--batch-size", "1", "--precision", "fp32"]
     rng = random.Random(6)
-    searcher = Index(folder, checkpoint=tiny_checkpoint, precision="fp32")
+    searcher = Index(folder, checkpoint=tiny_checkpoint, runtime=Runtime(precision="fp32"))
     killed_at: list[tuple[str, int]] = []
     live_searches = 0
     for run, phase in enumerate(["imports", "lock taken", "model load", "mid-embedding", "sync"]):
@@ -273,7 +274,7 @@ def test_sigkilled_index_resumes_exactly_and_stays_readable(tmp_path, tiny_check
     assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
     assert not IndexLock(folder).held_by_other()
     reference = Index(tmp_path / "ref", checkpoint=tiny_checkpoint)
-    reference.add([photos], embed=EmbedConfig(workers=0, precision="fp32"))
+    reference.add([photos], runtime=Runtime(workers=0, precision="fp32"))
     expected, got = catalogue(tmp_path / "ref"), catalogue(folder)
     for path in good:  # resumed vectors are the vectors an uninterrupted run computes
         np.testing.assert_allclose(got[path], expected[path], atol=1e-5)

@@ -47,10 +47,11 @@ def evil(tmp_path):
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's weights-only unpickler, refusing it
 def test_a_pickle_posing_as_a_checkpoint_is_refused_by_every_command(evil, tmp_path, colour_folder, tiny_model_config,
                                                                        tiny_checkpoint):
-    from tinymvlm.index import EmbedConfig, Index
+    from tinymvlm.index import Index
+    from tinymvlm.runtime import Runtime
 
     checkpoint, weights, marker = evil
-    Index(tmp_path / "built", checkpoint=tiny_checkpoint).add([colour_folder], embed=EmbedConfig(workers=0))
+    Index(tmp_path / "built", checkpoint=tiny_checkpoint).add([colour_folder], runtime=Runtime(workers=0))
     runner = CliRunner()
     commands = {
         "index": ["index", str(colour_folder), "--index", str(tmp_path / "idx"), "--checkpoint", str(checkpoint)],

@@ -17,13 +17,14 @@ from PIL import Image
 
 from conftest import catalogue
 from tinymvlm.errors import TmvError
-from tinymvlm.index import EmbedConfig, Index, IndexSpec, Progress
+from tinymvlm.index import Index, IndexSpec, Progress
 from tinymvlm.index.catalog import Catalog
 from tinymvlm.index.lock import IndexLock
 from tinymvlm.index.store import IndexStore
 from tinymvlm.index import vectors
+from tinymvlm.runtime import Runtime
 
-FAST = EmbedConfig(batch_size=4, workers=0)
+FAST = Runtime(batch_size=4, workers=0)
 
 
 def two_tone(path: Path, a=(200, 20, 20), b=(20, 20, 200), size: int = 48) -> None:
@@ -49,7 +50,7 @@ def test_index_then_query_by_own_image_and_caption(tmp_path, colour_folder, tiny
     idx = Index(tmp_path / "idx", checkpoint=tiny_checkpoint)
     captions = tmp_path / "captions.txt"
     captions.write_text("".join(p.read_text() for p in sorted(colour_folder.glob("*.txt"))), encoding="utf-8")
-    report = idx.add([colour_folder], captions=[captions], embed=FAST)
+    report = idx.add([colour_folder], captions=[captions], runtime=FAST)
     assert (report.embedded, report.added, report.failed) == (8, 8, [])
     assert report.captions_embedded == 8
     for image in sorted(colour_folder.glob("*.png")):
@@ -71,8 +72,8 @@ def test_index_then_query_by_own_image_and_caption(tmp_path, colour_folder, tiny
 def test_reindex_does_the_minimum_work(tmp_path, colour_folder, tiny_checkpoint):
     folder = tmp_path / "idx"
     idx = Index(folder, checkpoint=tiny_checkpoint)
-    idx.add([colour_folder], embed=FAST)
-    again = idx.add([colour_folder], embed=FAST)
+    idx.add([colour_folder], runtime=FAST)
+    again = idx.add([colour_folder], runtime=FAST)
     assert (again.unchanged, again.embedded, again.removed) == (8, 0, 0)
 
     old_yellow = catalogue(folder)[str(colour_folder / "yellow.png")]
@@ -83,7 +84,7 @@ def test_reindex_does_the_minimum_work(tmp_path, colour_folder, tiny_checkpoint)
     (colour_folder / "sub").mkdir()
     (colour_folder / "yellow.png").rename(colour_folder / "sub" / "renamed.png")  # moved
     shutil.copy(colour_folder / "black.png", colour_folder / "black copy.png")  # copied
-    report = idx.add(embed=FAST)  # no paths: the folders indexed before
+    report = idx.add(runtime=FAST)  # no paths: the folders indexed before
     assert (report.embedded, report.added, report.updated) == (2, 2, 1)
     assert (report.moved, report.copied, report.touched, report.removed) == (1, 1, 1, 1)
     assert report.unchanged == 4 and report.scanned == 9
@@ -93,10 +94,10 @@ def test_reindex_does_the_minimum_work(tmp_path, colour_folder, tiny_checkpoint)
     np.testing.assert_array_equal(state[str(colour_folder / "black copy.png")], state[str(colour_folder / "black.png")])
     assert_faiss_matches_catalogue(folder)
     assert idx.search(image=colour_folder / "sub" / "renamed.png", k=1)[0].path == str(colour_folder / "sub" / "renamed.png")
-    assert idx.add(embed=FAST).embedded == 0
+    assert idx.add(runtime=FAST).embedded == 0
 
     # --rebuild embeds everything again, with the same result
-    rebuilt = idx.add([colour_folder], rebuild=True, embed=FAST)
+    rebuilt = idx.add([colour_folder], rebuild=True, runtime=FAST)
     assert rebuilt.embedded == 8 and rebuilt.added == 9  # the copy reuses its twin's fresh vector
     assert set(catalogue(folder)) == set(state)
 
@@ -108,8 +109,8 @@ def test_indexing_outside_the_given_folders_keeps_other_rows(tmp_path, tiny_chec
     make_colour_images(a)
     make_colour_images(b, fmt="jpg")
     idx = Index(tmp_path / "idx", checkpoint=tiny_checkpoint)
-    idx.add([a], embed=FAST)
-    report = idx.add([b], embed=FAST)
+    idx.add([a], runtime=FAST)
+    report = idx.add([b], runtime=FAST)
     assert report.removed == 0 and report.counts["images"] == 16
 
 
@@ -127,16 +128,16 @@ class Interrupt(Progress):
 
 def test_interrupted_run_resumes_to_the_same_index(tmp_path, colour_folder, tiny_checkpoint):
     reference = Index(tmp_path / "ref", checkpoint=tiny_checkpoint)
-    reference.add([colour_folder], embed=FAST)
+    reference.add([colour_folder], runtime=FAST)
     folder = tmp_path / "idx"
     idx = Index(folder, checkpoint=tiny_checkpoint)
     with pytest.raises(KeyboardInterrupt):
-        idx.add([colour_folder], embed=EmbedConfig(batch_size=3, workers=0), progress=Interrupt(after=2))
+        idx.add([colour_folder], runtime=Runtime(batch_size=3, workers=0), progress=Interrupt(after=2))
     assert len(catalogue(folder)) == 6  # two batches of 3 committed, nothing else
     assert not IndexLock(folder).held_by_other()
     # the FAISS file is behind the catalogue, yet a search sees the committed rows
     assert Index(folder, checkpoint=tiny_checkpoint).search(image=colour_folder / "black.png", k=1)[0].score > 0.999
-    report = idx.add([colour_folder], embed=EmbedConfig(batch_size=3, workers=0))
+    report = idx.add([colour_folder], runtime=Runtime(batch_size=3, workers=0))
     assert (report.unchanged, report.embedded) == (6, 2)
     expected, got = catalogue(tmp_path / "ref"), catalogue(folder)
     assert set(got) == set(expected)
@@ -155,12 +156,13 @@ def test_sigkilled_run_resumes(tmp_path, tiny_checkpoint):
     folder = tmp_path / "idx"
     script = textwrap.dedent(f"""
         import time
-        from tinymvlm.index import EmbedConfig, Index, Progress
+        from tinymvlm.index import Index, Progress
+        from tinymvlm.runtime import Runtime
         class Slow(Progress):
             def advanced(self, done, failed):
                 time.sleep(0.3)
         Index({str(folder)!r}, checkpoint={str(tiny_checkpoint)!r}).add(
-            [{str(images)!r}], embed=EmbedConfig(batch_size=2, workers=0), progress=Slow())
+            [{str(images)!r}], runtime=Runtime(batch_size=2, workers=0), progress=Slow())
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path)
     catalog_path = IndexStore(folder).catalog_path
@@ -180,7 +182,7 @@ def test_sigkilled_run_resumes(tmp_path, tiny_checkpoint):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert 4 <= count < 16
-    report = Index(folder, checkpoint=tiny_checkpoint).add([images], embed=FAST)
+    report = Index(folder, checkpoint=tiny_checkpoint).add([images], runtime=FAST)
     assert report.unchanged + report.embedded == 16 and report.unchanged >= 4
     assert len(catalogue(folder)) == 16
     assert_faiss_matches_catalogue(folder)
@@ -193,26 +195,26 @@ def test_bad_files_are_skipped_and_reported(tmp_path, colour_folder, tiny_checkp
     (colour_folder / "truncated.png").write_bytes(good[: len(good) // 2])
     (colour_folder / "readme.md").write_text("ignored: not an image name")
     idx = Index(tmp_path / "idx", checkpoint=tiny_checkpoint)
-    report = idx.add([colour_folder], embed=FAST)
+    report = idx.add([colour_folder], runtime=FAST)
     assert report.embedded == 8
     assert sorted(Path(p).name for p, _ in report.failed) == ["empty.jpg", "notes.png", "truncated.png"]
     assert all("cannot decode" in reason for _, reason in report.failed)
     assert report.counts["skipped"] == 3
-    again = idx.add([colour_folder], embed=FAST)  # unchanged bad files are not retried
+    again = idx.add([colour_folder], runtime=FAST)  # unchanged bad files are not retried
     assert again.failed == [] and len(again.known_bad) == 3 and again.embedded == 0
     two_tone(colour_folder / "notes.png")  # fixed: indexed on the next run
-    fixed = idx.add([colour_folder], embed=FAST)
+    fixed = idx.add([colour_folder], runtime=FAST)
     assert fixed.embedded == 1 and len(fixed.known_bad) == 2
     (colour_folder / "empty.jpg").unlink()
-    assert idx.add([colour_folder], embed=FAST).counts["skipped"] == 1
+    assert idx.add([colour_folder], runtime=FAST).counts["skipped"] == 1
 
 
 def test_changed_file_that_became_unreadable_loses_its_old_vector(tmp_path, colour_folder, tiny_checkpoint):
     folder = tmp_path / "idx"
     idx = Index(folder, checkpoint=tiny_checkpoint)
-    idx.add([colour_folder], embed=FAST)
+    idx.add([colour_folder], runtime=FAST)
     (colour_folder / "red.png").write_bytes(b"garbage")
-    report = idx.add([colour_folder], embed=FAST)
+    report = idx.add([colour_folder], runtime=FAST)
     assert report.removed == 1 and len(report.failed) == 1
     assert str(colour_folder / "red.png") not in catalogue(folder)
     assert_faiss_matches_catalogue(folder)
@@ -220,15 +222,15 @@ def test_changed_file_that_became_unreadable_loses_its_old_vector(tmp_path, colo
 
 def test_another_model_is_refused(tmp_path, colour_folder, tiny_checkpoint, other_checkpoint):
     folder = tmp_path / "idx"
-    Index(folder, checkpoint=tiny_checkpoint).add([colour_folder], embed=FAST)
+    Index(folder, checkpoint=tiny_checkpoint).add([colour_folder], runtime=FAST)
     with pytest.raises(TmvError, match="was built with model"):
         Index(folder, checkpoint=other_checkpoint).search("red")
     with pytest.raises(TmvError, match="--rebuild"):
-        Index(folder, checkpoint=other_checkpoint).add([colour_folder], embed=FAST)
+        Index(folder, checkpoint=other_checkpoint).add([colour_folder], runtime=FAST)
     # default model: the one the index was built with
     assert Index(folder).search(image=colour_folder / "red.png", k=1)[0].score > 0.999
     # --rebuild with the other model switches the index over
-    report = Index(folder, checkpoint=other_checkpoint).add([colour_folder], rebuild=True, embed=FAST)
+    report = Index(folder, checkpoint=other_checkpoint).add([colour_folder], rebuild=True, runtime=FAST)
     assert report.embedded == 8
     with pytest.raises(TmvError, match="was built with model"):
         Index(folder, checkpoint=tiny_checkpoint).search("red")
@@ -246,12 +248,12 @@ def test_second_writer_is_refused_with_the_pid(tmp_path, colour_folder, tiny_che
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(TmvError, match=f"locked by PID {holder.pid}"):
-            Index(folder, checkpoint=tiny_checkpoint).add([colour_folder], embed=FAST)
+            Index(folder, checkpoint=tiny_checkpoint).add([colour_folder], runtime=FAST)
         assert IndexLock(folder).held_by_other()
     finally:
         holder.kill()
         holder.wait()
-    assert Index(folder, checkpoint=tiny_checkpoint).add([colour_folder], embed=FAST, wait=True).embedded == 8
+    assert Index(folder, checkpoint=tiny_checkpoint).add([colour_folder], runtime=FAST, wait=True).embedded == 8
 
 
 def test_missing_folder_and_missing_index_are_clear_errors(tmp_path, tiny_checkpoint):
@@ -266,13 +268,13 @@ def test_missing_folder_and_missing_index_are_clear_errors(tmp_path, tiny_checkp
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
 def test_index_types_on_a_small_collection(tmp_path, colour_folder, tiny_checkpoint, kind):
     idx = Index(tmp_path / "idx", checkpoint=tiny_checkpoint)
-    idx.add([colour_folder], spec=IndexSpec(type=kind), embed=FAST)
+    idx.add([colour_folder], spec=IndexSpec(type=kind), runtime=FAST)
     entry = idx.info()["indexes"]["images"]
     # too few vectors to train an IVF: exact flat search until there are enough
     assert entry["type"] == ("flat" if kind == "ivf" else kind)
     assert idx.info()["spec"]["type"] == kind
     (colour_folder / "white.png").unlink()  # HNSW cannot delete: rebuilt from the catalogue
-    idx.add(embed=FAST)
+    idx.add(runtime=FAST)
     assert idx.search(image=colour_folder / "orange.png", k=1)[0].path == str(colour_folder / "orange.png")
     assert_faiss_matches_catalogue(tmp_path / "idx")
 
@@ -282,7 +284,7 @@ def test_workers_decode_in_parallel(tmp_path, tiny_checkpoint):
 
     make_colour_images(tmp_path / "images", size=300, fmt="jpg")
     idx = Index(tmp_path / "idx", checkpoint=tiny_checkpoint)
-    report = idx.add([tmp_path / "images"], embed=EmbedConfig(batch_size=3, workers=2))
+    report = idx.add([tmp_path / "images"], runtime=Runtime(batch_size=3, workers=2))
     assert report.embedded == 8 and report.images_per_s > 0
 
 
@@ -295,7 +297,7 @@ def test_scan_skips_junk_follows_excludes_and_symlink_loops(tmp_path, tiny_check
         make_colour_images(root / junk)
     (root / "keep" / "loop").symlink_to(root, target_is_directory=True)
     idx = Index(tmp_path / "idx", checkpoint=tiny_checkpoint)
-    report = idx.add([root], exclude=["skipme"], embed=FAST)
+    report = idx.add([root], exclude=["skipme"], runtime=FAST)
     assert report.scanned == 8 and report.embedded == 8
 
 
@@ -312,8 +314,29 @@ def test_exif_orientation_is_applied(tmp_path, tiny_checkpoint):
     upright.save(photos / "upright.jpg", quality=100)
     stored.save(photos / "raw.jpg", quality=100)  # the same pixels without the EXIF tag
     folder = tmp_path / "idx"
-    Index(folder, checkpoint=tiny_checkpoint).add([photos], embed=FAST)
+    Index(folder, checkpoint=tiny_checkpoint).add([photos], runtime=FAST)
     state = catalogue(folder)
     up = state[str(photos / "upright.jpg")]
     sideways, raw = float(state[str(photos / "sideways.jpg")] @ up), float(state[str(photos / "raw.jpg")] @ up)
     assert sideways > 0.999 and sideways - raw > 0.01
+
+
+def test_python_build_keeps_stored_settings_and_a_query_searches_on_one_thread(tmp_path, colour_folder, tiny_checkpoint):
+    import faiss
+
+    from tinymvlm.index.build import build_index
+
+    run = build_index(tmp_path / "idx", [colour_folder], checkpoint=tiny_checkpoint, index_type="ivf",
+                      spec_settings={"nlist": 3, "nprobe": 2, "hnsw_m": None}, runtime=FAST)
+    assert (run.report.embedded, run.folder, run.index, run.shard, run.merged) == (8, tmp_path / "idx", tmp_path / "idx", None, None)
+    idx = Index(tmp_path / "idx", checkpoint=tiny_checkpoint)
+    assert idx.spec_with() is None  # nothing given: the index keeps its own
+    assert idx.spec_with(nprobe=5) == IndexSpec(type="ivf", nlist=3, nprobe=5)  # given over stored
+    assert idx.spec_with("flat", rebuild=True) == IndexSpec(type="flat")  # a rebuild starts from the defaults
+    faiss.omp_set_num_threads(2)
+    query = Index(tmp_path / "idx", runtime=Runtime.for_queries("cpu"))
+    assert query.search("a plain red square", k=1)[0].kind == "images"
+    assert faiss.omp_get_max_threads() == 1
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(TmvError, match="cannot read query image .*broken.png: "):
+        query.search(image=tmp_path / "broken.png")

@@ -124,10 +124,11 @@ def test_ivf_and_hnsw_recall_and_updates():
 
 def test_reader_catches_up_with_a_changing_catalogue(tmp_path, colour_folder, tiny_checkpoint):
     """Rows committed after the FAISS file was written are found; rows deleted are never returned."""
-    from tinymvlm.index import EmbedConfig, Index
+    from tinymvlm.index import Index
+    from tinymvlm.runtime import Runtime
 
     folder = tmp_path / "idx"
-    Index(folder, checkpoint=tiny_checkpoint).add([colour_folder], embed=EmbedConfig(workers=0))
+    Index(folder, checkpoint=tiny_checkpoint).add([colour_folder], runtime=Runtime(workers=0))
     store = IndexStore(folder)
     writer = Catalog(store.catalog_path)
     red_id = writer.labels("images", writer.ids("images"))
@@ -173,6 +174,12 @@ def test_cli_index_and_search_outputs(tmp_path, cli_index, colour_folder):
     assert result.stdout.splitlines() == ["a plain blue square", "a plain red square"]
     result = runner.invoke(cli, base + ["red + blue - green:0.5", "-k", "2"])  # a pipe: tab-separated
     assert result.exit_code == 0 and all(len(line.split("\t")) == 3 for line in result.stdout.splitlines())
+    import faiss
+
+    faiss.omp_set_num_threads(2)
+    result = runner.invoke(cli, base + ["a plain red square", "--precision", "bf16", "--device", "cpu", "-k", "1"])
+    assert result.exit_code == 0, result.output
+    assert faiss.omp_get_max_threads() == 1  # one query searches on one thread
     sheet = tmp_path / "sheet.html"
     result = runner.invoke(cli, base + ["--image", red, "--html", str(sheet), "-k", "4", "--paths-only"])
     assert result.exit_code == 0 and sheet.read_text().count("data:image/jpeg;base64,") == 4

@@ -16,13 +16,14 @@ from PIL import Image
 
 from tinymvlm.cli.main import cli
 from tinymvlm.errors import TmvError
-from tinymvlm.index import EmbedConfig, Index
+from tinymvlm.index import Index
 from tinymvlm.index.catalog import Catalog
 from tinymvlm.index.merge import merge_shards
 from tinymvlm.index.shard import Shard, owner, partition_key
 from tinymvlm.index.store import IndexStore
+from tinymvlm.runtime import Runtime
 
-FAST = EmbedConfig(batch_size=4, workers=0, precision="fp32")  # fp32: bf16 kernels may vary with batch shape
+FAST = Runtime(batch_size=4, workers=0, precision="fp32")  # fp32: bf16 kernels may vary with batch shape
 FLAGS = ["--device", "cpu", "--precision", "fp32", "--workers", "0", "--batch-size", "4"]
 
 
@@ -43,7 +44,7 @@ def contents(folder: Path) -> dict:
 def scores(folder: Path, queries: list[Path], checkpoint: Path) -> list[dict[str, float]]:
     """{path: score} of every image for each query image: the same for both indexes means the same
     ranking, up to the order of near-ties (a PNG and a JPEG of one colour, byte-identical copies)."""
-    with Index(folder, checkpoint=checkpoint, device="cpu", precision="fp32") as idx:
+    with Index(folder, checkpoint=checkpoint, runtime=Runtime("cpu", "fp32")) as idx:
         n = idx.info()["counts"]["images"]
         hits = [idx.search(image=q, k=n) for q in queries]
     assert all(hs[0].score == pytest.approx(1.0, abs=1e-3) for hs in hits)  # each query finds itself
@@ -110,10 +111,10 @@ def test_bad_shard_syntax_is_a_clear_error(text, message):
 def test_independent_shards_merge_to_the_one_process_index(tmp_path, collection, tiny_checkpoint):
     images, captions = collection
     reference = tmp_path / "one"
-    Index(reference, checkpoint=tiny_checkpoint).add([images], captions=[captions], embed=FAST)
+    Index(reference, checkpoint=tiny_checkpoint).add([images], captions=[captions], runtime=FAST)
     out = tmp_path / "sharded"
     reports = [Index(Shard(i, 2).folder(out), checkpoint=tiny_checkpoint).add(
-        [images], captions=[captions], embed=FAST, shard=Shard(i, 2)) for i in range(2)]
+        [images], captions=[captions], runtime=FAST, shard=Shard(i, 2)) for i in range(2)]
     assert sum(r.scanned for r in reports) == 19 and all(r.embedded for r in reports)  # each did its share only
     assert [r.captions_embedded for r in reports] == [8, 0]  # captions: shard 0's job
     report = merge_shards([Shard(i, 2).folder(out) for i in (1, 0)], out)  # any order: same result
@@ -122,13 +123,13 @@ def test_independent_shards_merge_to_the_one_process_index(tmp_path, collection,
     assert_same_index(out, reference, queries, tiny_checkpoint)
 
     # a merged index is a normal one: a plain re-scan finds everything up to date
-    again = Index(out, checkpoint=tiny_checkpoint).add(embed=FAST)
+    again = Index(out, checkpoint=tiny_checkpoint).add(runtime=FAST)
     assert (again.unchanged, again.embedded, again.removed) == (18, 0, 0)
 
     # shards stay incremental: a new file is embedded by its shard alone; re-merging replaces the output
     Image.new("RGB", (48, 48), (90, 200, 200)).save(images / "teal.png")
-    Index(reference, checkpoint=tiny_checkpoint).add([images], embed=FAST)
-    embedded = [Index(Shard(i, 2).folder(out), checkpoint=tiny_checkpoint).add(embed=FAST, shard=Shard(i, 2)).embedded
+    Index(reference, checkpoint=tiny_checkpoint).add([images], runtime=FAST)
+    embedded = [Index(Shard(i, 2).folder(out), checkpoint=tiny_checkpoint).add(runtime=FAST, shard=Shard(i, 2)).embedded
                 for i in range(2)]
     assert sorted(embedded) == [0, 1]
     result = CliRunner().invoke(cli, ["index", "--merge", "--index", str(out)])  # finds out/shards/*-of-2
@@ -140,7 +141,7 @@ def test_independent_shards_merge_to_the_one_process_index(tmp_path, collection,
 def test_two_torchrun_processes_give_the_one_process_index(tmp_path, collection, tiny_checkpoint):
     images, captions = collection
     reference = tmp_path / "one"
-    Index(reference, checkpoint=tiny_checkpoint).add([images], captions=[captions], embed=FAST)
+    Index(reference, checkpoint=tiny_checkpoint).add([images], captions=[captions], runtime=FAST)
     out = tmp_path / "two"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     env.update(OMP_NUM_THREADS="1", COLUMNS="200")
@@ -164,13 +165,13 @@ def test_shards_embedded_on_a_gpu_merge_to_the_one_process_index(tmp_path, colle
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     images, captions = collection
-    gpu = EmbedConfig(batch_size=4, workers=0, device="cuda", precision="fp32")
+    gpu = Runtime(batch_size=4, workers=0, device="cuda", precision="fp32")
     reference = tmp_path / "one"
-    Index(reference, checkpoint=tiny_checkpoint, device="cuda").add([images], captions=[captions], embed=gpu)
+    Index(reference, checkpoint=tiny_checkpoint, runtime=gpu).add([images], captions=[captions], runtime=gpu)
     out = tmp_path / "sharded"
     for i in range(2):
-        Index(Shard(i, 2).folder(out), checkpoint=tiny_checkpoint, device="cuda").add(
-            [images], captions=[captions], embed=gpu, shard=Shard(i, 2))
+        Index(Shard(i, 2).folder(out), checkpoint=tiny_checkpoint, runtime=gpu).add(
+            [images], captions=[captions], runtime=gpu, shard=Shard(i, 2))
     merge_shards([Shard(i, 2).folder(out) for i in range(2)], out)
     assert_same_index(out, reference, [images / "red.png"], tiny_checkpoint, atol=2e-3)  # TF32 convolutions
 
@@ -179,11 +180,11 @@ def test_merge_and_shard_refuse_what_would_lose_or_mix_vectors(tmp_path, colour_
                                                               other_checkpoint):
     out = tmp_path / "idx"
     s0, s1, s1_of_3 = Shard(0, 2), Shard(1, 2), Shard(1, 3)
-    Index(s0.folder(out), checkpoint=tiny_checkpoint).add([colour_folder], embed=FAST, shard=s0)
-    Index(s1.folder(out), checkpoint=other_checkpoint).add([colour_folder], embed=FAST, shard=s1)
-    Index(s1_of_3.folder(out), checkpoint=tiny_checkpoint).add([colour_folder], embed=FAST, shard=s1_of_3)
+    Index(s0.folder(out), checkpoint=tiny_checkpoint).add([colour_folder], runtime=FAST, shard=s0)
+    Index(s1.folder(out), checkpoint=other_checkpoint).add([colour_folder], runtime=FAST, shard=s1)
+    Index(s1_of_3.folder(out), checkpoint=tiny_checkpoint).add([colour_folder], runtime=FAST, shard=s1_of_3)
     plain = tmp_path / "plain"
-    Index(plain, checkpoint=tiny_checkpoint).add([colour_folder], embed=FAST)
+    Index(plain, checkpoint=tiny_checkpoint).add([colour_folder], runtime=FAST)
 
     def refused(shards, message, target=out, **kw):
         with pytest.raises(TmvError, match=message):
@@ -203,17 +204,17 @@ def test_merge_and_shard_refuse_what_would_lose_or_mix_vectors(tmp_path, colour_
     refused([s0.folder(out), impostor], "is in two shards")
     # shards over other folders would not fit together
     Index(s1.folder(out), checkpoint=tiny_checkpoint).add([colour_folder, tmp_path / "idx" / "shards"],
-                                                         rebuild=True, embed=FAST, shard=s1)
+                                                         rebuild=True, runtime=FAST, shard=s1)
     refused([s0.folder(out), s1.folder(out)], "indexed different folders")
-    Index(s1.folder(out), checkpoint=tiny_checkpoint).add([colour_folder], rebuild=True, embed=FAST, shard=s1)
+    Index(s1.folder(out), checkpoint=tiny_checkpoint).add([colour_folder], rebuild=True, runtime=FAST, shard=s1)
     # never replace an index that was not made by merging, unless asked to
     refused([s0.folder(out), s1.folder(out)], "not made by merging", target=plain)
     assert merge_shards([s0.folder(out), s1.folder(out)], plain, replace=True).counts["images"] == 8
     # a shard is only ever updated as that shard
     with pytest.raises(TmvError, match="is shard 0/2 of a sharded index"):
-        Index(s0.folder(out), checkpoint=tiny_checkpoint).add([colour_folder], embed=FAST)
+        Index(s0.folder(out), checkpoint=tiny_checkpoint).add([colour_folder], runtime=FAST)
     with pytest.raises(TmvError, match="holds shard 0/2, not shard 1/2"):
-        Index(s0.folder(out), checkpoint=tiny_checkpoint).add([colour_folder], embed=FAST, shard=s1)
+        Index(s0.folder(out), checkpoint=tiny_checkpoint).add([colour_folder], runtime=FAST, shard=s1)
     # several shard counts under INDEX/shards: the CLI asks which to merge
     result = CliRunner().invoke(cli, ["index", "--merge", "--index", str(out)])
     assert result.exit_code == 2 and "holds shards of 2 and 3 processes" in result.output

@@ -137,3 +137,16 @@ def test_single_class_or_nothing_is_an_error(tmp_path):
 def test_spread_keeps_every_part_of_a_sorted_set():
     assert spread(10, 5) == [0, 2, 4, 6, 8]
     assert spread(3, 10) is None and spread(3, None) is None
+
+
+def test_labelled_sources_follow_the_data_source_rules(colour_folder, offline_hub):
+    """Column detection, error text and the offline check are the pairs loader's, in the label role."""
+    (colour_folder / "classes.tsv").write_text("image\tclass\nred.png\twarm\nblue.png\tcold\n")
+    assert load_labelled(str(colour_folder / "classes.tsv")).classes == ["cold", "warm"]
+    (colour_folder / "colours.tsv").write_text("image\tcolour\nred.png\twarm\nblue.png\tcold\n")
+    with pytest.raises(TmvError, match="cannot tell which column holds the label .*name it with --label-column"):
+        load_labelled(str(colour_folder / "colours.tsv"))
+    with pytest.raises(TmvError, match="must be downloaded from the Hugging Face hub, which cannot be reached"):
+        load_labelled("someone/labelled-images")
+    with pytest.raises(TmvError, match="no such file or folder"):
+        load_labelled("./missing/labels")

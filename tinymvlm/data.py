@@ -22,13 +22,10 @@ from PIL import Image
 
 from .errors import TmvError, first_line
 from .files import is_image_name, iter_image_files
+from .sources import CAPTION, IMAGE_KEYS, SourceKind, TextRole, find_image_column, open_dataset, pick_column, source_kind
 from .transform import load_image, to_rgb
 
 FLICKR30K = "nlphuji/flickr30k"
-IMAGE_KEYS = ("image", "image_path", "filepath", "file", "filename", "path", "img", "img_path")
-CAPTION_KEYS = ("caption", "captions", "alt_text", "text", "sentences", "sentence", "raw", "title", "label")
-SPLIT_SYNONYMS = {"val": ("val", "validation", "valid", "dev"), "validation": ("validation", "val", "valid", "dev"),
-                  "test": ("test",), "train": ("train",)}
 PAIRS_SUFFIXES = {".tsv": "\t", ".txt": "\t", ".csv": ",", ".jsonl": "json", ".json": "json"}
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # control characters: spaces in a caption
 
@@ -102,16 +99,19 @@ class PairSet:
     def num_captions(self) -> int:
         return sum(len(c) for c in self.captions)
 
-    def subset(self, indices: Sequence[int], name: str | None = None) -> "PairSet":
+    def subset(self, indices: Sequence[int], name: str | None = None, skipped: list[Skip] | None = None) -> "PairSet":
+        """The images at `indices`; the rows skipped while reading the source come along (or `skipped`)."""
         return PairSet(name or self.name, [self.keys[i] for i in indices], [self.captions[i] for i in indices],
-                       self.images.subset(indices), [], [self.origins[i] for i in indices] if self.origins else [])
+                       self.images.subset(indices), list(self.skipped if skipped is None else skipped),
+                       [self.origins[i] for i in indices] if self.origins else [])
 
     def split(self, fraction: float) -> tuple["PairSet", "PairSet"]:
         """Hold out about `fraction` of the images, chosen by a hash of each key: the same image
-        always lands on the same side, whatever the order or the other rows."""
+        always lands on the same side, whatever the order or the other rows. The source's skipped
+        rows go with the training side only, so they are reported once."""
         held = [i for i, k in enumerate(self.keys) if _unit_hash(k) < fraction]
         kept = [i for i, k in enumerate(self.keys) if _unit_hash(k) >= fraction]
-        return self.subset(kept, f"{self.name} (train)"), self.subset(held, f"{self.name} (val)")
+        return self.subset(kept, f"{self.name} (train)"), self.subset(held, f"{self.name} (val)", skipped=[])
 
 
 def _unit_hash(key: str) -> float:
@@ -122,25 +122,24 @@ def _unit_hash(key: str) -> float:
 
 
 def load_pairs(source: str | None, image_root: str | None = None, image_column: str | None = None,
-               caption_column: str | None = None, split: str | None = None, check_images: bool = True) -> PairSet:
-    """Open any supported data source. None means Flickr30k's train split from the hub."""
+               caption_column: str | None = None, split: str | None = None, check_images: bool = True,
+               role: TextRole = CAPTION) -> PairSet:
+    """Open any supported data source. None means Flickr30k's train split from the hub. `role`: what
+    the text column holds (captions, or labels for zero-shot), which names it in errors."""
     if source is None:
-        return load_hf_dataset(FLICKR30K, split or "train", image_column, caption_column)
+        return load_hf_dataset(FLICKR30K, split or "train", image_column, caption_column, role)
+    kind = source_kind(source)
     path = Path(source).expanduser()
-    if path.is_file():
+    if kind is SourceKind.FILE:
         if path.suffix.lower() not in PAIRS_SUFFIXES:
             raise TmvError(f"--data {source}: unknown pairs file type; use .tsv, .csv or .jsonl")
-        pairs = load_pairs_file(path, image_root, image_column, caption_column)
-    elif path.is_dir():
-        if any((path / marker).is_file() for marker in ("dataset_info.json", "state.json", "dataset_dict.json")):
-            return load_hf_dataset(str(path), split, image_column, caption_column)
+        pairs = load_pairs_file(path, image_root, image_column, caption_column, role)
+    elif kind is SourceKind.FOLDER:
         pairs = load_image_folder(path)
-        if not pairs.keys and not pairs.skipped:
-            return load_hf_dataset(str(path), split, image_column, caption_column)
-    elif "/" in source and not source.startswith((".", "/", "~")) and len(source.split("/")) == 2:
-        return load_hf_dataset(source, split, image_column, caption_column)
+        if not pairs.keys and not pairs.skipped:  # no images with captions: a folder of dataset files
+            return load_hf_dataset(str(path), split, image_column, caption_column, role)
     else:
-        raise TmvError(f"--data {source}: no such file or folder")
+        return load_hf_dataset(source if kind is SourceKind.HUB else str(path), split, image_column, caption_column, role)
     if check_images:
         pairs = drop_unreadable(pairs)
     return pairs
@@ -188,20 +187,7 @@ def split_row(where: str, text: str | None, delimiter: str, skipped: list[Skip])
         return None
 
 
-def _pick(names: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str, where: str) -> str:
-    lowered = {n.lower(): n for n in names}
-    if wanted is not None:
-        if wanted not in names and wanted.lower() not in lowered:
-            raise TmvError(f"{where}: no {what} column '{wanted}' (columns: {', '.join(names)})")
-        return wanted if wanted in names else lowered[wanted.lower()]
-    for c in candidates:
-        if c in lowered:
-            return lowered[c]
-    raise TmvError(f"{where}: cannot tell which column holds the {what} (columns: {', '.join(names)}); "
-                   f"name it with --{what}-column")
-
-
-def _parse_rows(path: Path, image_column: str | None, caption_column: str | None,
+def _parse_rows(path: Path, image_column: str | None, caption_column: str | None, role: TextRole,
                 skipped: list[Skip]) -> list[tuple[int, str, list[str]]]:
     """(row, image, captions) from a TSV/CSV/JSONL file, with or without a header."""
     kind = PAIRS_SUFFIXES[path.suffix.lower()]
@@ -230,8 +216,8 @@ def _parse_rows(path: Path, image_column: str | None, caption_column: str | None
                 continue
             names = list(record)
             try:
-                img_key = _pick(names, image_column, IMAGE_KEYS, "image", f"{path}:{number}")
-                cap_key = _pick(names, caption_column, CAPTION_KEYS, "caption", f"{path}:{number}")
+                img_key = pick_column(names, image_column, IMAGE_KEYS, "image", f"{path}:{number}")
+                cap_key = pick_column(names, caption_column, role.keys, role.what, f"{path}:{number}")
             except TmvError as exc:
                 skipped.append(Skip(f"{path}:{number}", str(exc).split(": ", 1)[1]))
                 continue
@@ -250,11 +236,11 @@ def _parse_rows(path: Path, image_column: str | None, caption_column: str | None
         fields = split_row(where, text, kind, skipped)
         if fields is None:
             continue
-        if header is None and not out and _looks_like_header(fields, image_column, caption_column):
+        if header is None and not out and _looks_like_header(fields, image_column, caption_column, role):
             header = fields
             names = [f.strip() for f in fields]
-            img_idx = names.index(_pick(names, image_column, IMAGE_KEYS, "image", where))
-            cap_idx = names.index(_pick(names, caption_column, CAPTION_KEYS, "caption", where))
+            img_idx = names.index(pick_column(names, image_column, IMAGE_KEYS, "image", where))
+            cap_idx = names.index(pick_column(names, caption_column, role.keys, role.what, where))
             width = len(fields)
             continue
         if len(fields) != width:
@@ -268,14 +254,14 @@ def _json_problem(exc: Exception) -> str:
     return exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
 
 
-def _looks_like_header(fields: list[str], image_column: str | None, caption_column: str | None) -> bool:
+def _looks_like_header(fields: list[str], image_column: str | None, caption_column: str | None, role: TextRole) -> bool:
     names = {f.strip().lower() for f in fields}
     wanted = {c.lower() for c in (image_column, caption_column) if c}
-    return bool(names & (set(IMAGE_KEYS) | set(CAPTION_KEYS) | wanted)) and not any(is_image_name(f.strip()) for f in fields)
+    return bool(names & (set(IMAGE_KEYS) | set(role.keys) | wanted)) and not any(is_image_name(f.strip()) for f in fields)
 
 
 def load_pairs_file(path: Path, image_root: str | None = None, image_column: str | None = None,
-                    caption_column: str | None = None) -> PairSet:
+                    caption_column: str | None = None, role: TextRole = CAPTION) -> PairSet:
     """Rows of (image path, caption); paths are relative to `image_root` (default: the file's folder).
     An image on several rows gets all their captions; exact duplicate rows are skipped."""
     root = Path(image_root).expanduser() if image_root else path.parent
@@ -286,7 +272,7 @@ def load_pairs_file(path: Path, image_root: str | None = None, image_column: str
     captions: list[list[str]] = []
     seen: dict[tuple[str, str], int] = {}
     origins: list[str] = []
-    for number, image, caps in _parse_rows(path, image_column, caption_column, skipped):
+    for number, image, caps in _parse_rows(path, image_column, caption_column, role, skipped):
         where = f"{path}:{number}"
         caps = [" ".join(_CONTROL.sub(" ", c).split()) for c in caps]
         caps = [c for c in caps if c]
@@ -325,13 +311,7 @@ def load_pairs_file(path: Path, image_root: str | None = None, image_column: str
         captions[by_image[key]].extend(fresh)
     pairs = PairSet(str(path), keys, captions, FileImages(paths), skipped, origins)
     keep = [i for i, c in enumerate(captions) if c]
-    return pairs if len(keep) == len(keys) else _keep(pairs, keep)
-
-
-def _keep(pairs: PairSet, indices: list[int]) -> PairSet:
-    kept = pairs.subset(indices)
-    kept.skipped = pairs.skipped
-    return kept
+    return pairs if len(keep) == len(keys) else pairs.subset(keep)
 
 
 # -------------------------------------------------------------------------------------- image folder
@@ -384,38 +364,21 @@ def drop_unreadable(pairs: PairSet, workers: int = 4) -> PairSet:
     keep = [i for i, e in enumerate(errors) if e is None]
     if len(keep) == len(pairs):
         return pairs
-    kept = _keep(pairs, keep)
     where = pairs.origins or pairs.keys  # a pairs file's row, else the image's key
-    kept.skipped = pairs.skipped + [Skip(where[i], e) for i, e in enumerate(errors) if e is not None]
-    return kept
+    return pairs.subset(keep, skipped=pairs.skipped + [Skip(where[i], e) for i, e in enumerate(errors) if e is not None])
 
 
 # ------------------------------------------------------------------------------ Hugging Face datasets
 
 
-def load_hf_dataset(source: str, split: str | None, image_column: str | None, caption_column: str | None) -> PairSet:
+def load_hf_dataset(source: str, split: str | None, image_column: str | None, caption_column: str | None,
+                    role: TextRole = CAPTION) -> PairSet:
     """A hub name or local dataset (save_to_disk folder or data files). Splits come from the
     dataset's splits or, as in Flickr30k's hub copies, from a `split` column."""
-    import datasets
-
-    from .towers import hub_reachable
-
-    local = Path(source).expanduser().exists()
-    if not local and not hub_reachable():
-        hint = "; offline, pass --data with a local pairs file, image folder or saved dataset"
-        raise TmvError(f"dataset '{source}' must be downloaded from the Hugging Face hub, which cannot be reached{hint}")
-    try:
-        if local and any((Path(source) / m).is_file() for m in ("dataset_info.json", "state.json", "dataset_dict.json")):
-            loaded = datasets.load_from_disk(source)
-        else:
-            loaded = datasets.load_dataset(source)
-    except Exception as exc:
-        raise TmvError(f"could not load dataset '{source}': {first_line(exc)}") from exc
-    dataset, rows = _select_split(loaded, split, source)
+    dataset, rows, name = open_dataset(source, split)
     names = list(dataset.column_names)
-    image_col = image_column or next((n for n, f in dataset.features.items() if type(f).__name__ == "Image"), None)
-    image_col = _pick(names, image_col, IMAGE_KEYS, "image", source)
-    caption_col = _pick(names, caption_column, CAPTION_KEYS, "caption", source)
+    image_col = find_image_column(dataset, image_column, source)
+    caption_col = pick_column(names, caption_column, role.keys, role.what, source)
     key_col = next((c for c in ("img_id", "image_id", "filename", "id") if c in names), None)
     all_captions = dataset.select_columns([caption_col])[caption_col]
     all_keys = dataset.select_columns([key_col])[key_col] if key_col else None
@@ -431,31 +394,4 @@ def load_hf_dataset(source: str, split: str | None, image_column: str | None, ca
         keys.append(str(all_keys[row]) if all_keys is not None else str(row))
         captions.append(caps)
         kept_rows.append(row)
-    name = f"{source} [{split or 'all'}]"
     return PairSet(name, keys, captions, DatasetImages(dataset, image_col, kept_rows), skipped)
-
-
-def _select_split(loaded, split: str | None, source: str):
-    """(dataset, row indices) for the requested split: a named split if the dataset has it, then
-    narrowed by a `split` column when there is one (nlphuji/flickr30k keeps every row in 'test')."""
-    import datasets
-
-    wanted = SPLIT_SYNONYMS.get(split, (split,)) if split else None
-    named = False
-    if isinstance(loaded, datasets.DatasetDict):
-        available = list(loaded.keys())
-        chosen = next((n for n in (wanted or ("train",)) if n in loaded), None)
-        if chosen is None and wanted and len(available) > 1:
-            raise TmvError(f"dataset '{source}' has no split '{split}' (splits: {', '.join(available)})")
-        named = chosen is not None
-        dataset = loaded[chosen or available[0]]
-    else:
-        dataset = loaded
-    if wanted and "split" in dataset.column_names:
-        column = dataset.select_columns(["split"])["split"]
-        rows = [i for i, s in enumerate(column) if s in wanted]
-        if rows or not named:
-            if not rows:
-                raise TmvError(f"dataset '{source}' has no rows with split '{split}' (values: {', '.join(sorted(set(map(str, column))))})")
-            return dataset, rows
-    return dataset, range(len(dataset))

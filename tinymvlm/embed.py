@@ -1,40 +1,32 @@
-"""Batch embedding of captions and images with a trained model (inference mode, optional bf16)."""
+"""Embedding captions and images with a model, in inference mode under a `Runtime`: the one routine
+that evaluation, zero-shot classification, indexing and search queries all embed images with.
+
+Images come from any source with `open(i, draft_size)` (files, dataset rows, arrays) and are decoded
+in DataLoader workers. A source that may hold bad files is embedded with `keep_going`: an image that
+fails to decode is reported with its position and reason, and its batch goes on without it.
+"""
 
 from __future__ import annotations
 
-import contextlib
-from typing import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 
+from .errors import first_line
 from .model import TinyClip
+from .runtime import Runtime, autocast, resolve_precision  # noqa: F401  train.py's names, until it imports runtime
+from .transform import build_transforms
+
+TEXT_BATCH = 256  # captions are cheap: at least this many a batch, whatever the image batch size
+OnImages = Callable[[int], None]
 
 
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matrix work runs natively (elsewhere it is emulated and slow)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            flags = next((line for line in fh if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(device: torch.device, precision: str) -> str:
-    """`auto` is bf16 where the hardware runs it natively (CUDA, recent x86 CPUs), else fp32."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
-
-
-def autocast(device: str | torch.device, precision: str):
-    """bf16 autocast on CPU or CUDA when asked; a no-op context for fp32."""
-    if precision == "bf16":
-        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+class ImageSource(Protocol):
+    def open(self, i: int, draft_size: tuple[int, int] | None = None) -> Image.Image: ...
 
 
 def tokenize(tokenizer, texts: Sequence[str], context_length: int, pad_to_max: bool = False) -> dict[str, torch.Tensor]:
@@ -43,30 +35,94 @@ def tokenize(tokenizer, texts: Sequence[str], context_length: int, pad_to_max: b
                           max_length=context_length, return_tensors="pt"))
 
 
+def _runtime_of(model: TinyClip, runtime: Runtime | None) -> Runtime:
+    """The given runtime, resolved; by default fp32 on the device the model is on."""
+    return Runtime.on(next(model.parameters()).device, "fp32") if runtime is None else runtime.resolve()
+
+
 @torch.inference_mode()
-def embed_texts(model: TinyClip, tokenizer, texts: Sequence[str], batch_size: int = 256,
-                precision: str = "fp32", device: str = "cpu") -> np.ndarray:
+def embed_texts(model: TinyClip, tokenizer, texts: Sequence[str], runtime: Runtime | None = None) -> np.ndarray:
     """L2-normalised float32 embeddings, one row per text. Texts are sorted by length so each
     batch pads little, then returned in input order."""
+    rt = _runtime_of(model, runtime)
+    model.to(rt.torch_device).eval()
+    batch_size = max(rt.batch_size, TEXT_BATCH)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = np.zeros((len(texts), model.embed_dim), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         batch = tokenize(tokenizer, [texts[i] for i in idx], model.config.context_length)
-        with autocast(device, precision):
-            vecs = model.encode_text(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        with rt.autocast():
+            vecs = model.encode_text(batch["input_ids"].to(rt.device), batch["attention_mask"].to(rt.device))
         out[idx] = vecs.float().cpu().numpy()
     return out
 
 
+def draft_size(data_config: dict) -> tuple[int, int]:
+    """The size the eval transform resizes to before cropping: JPEG draft decoding stops above it."""
+    size = int(data_config["input_size"][-1] / data_config.get("crop_pct", 1.0))
+    return size, size
+
+
+@dataclass
+class ImageBatch:
+    positions: list[int]  # indices into the source of the images embedded
+    vectors: np.ndarray  # one row per position
+    failures: list[tuple[int, str]]  # (position, first line of the decoder's error), with keep_going
+
+
+class _Pixels(Dataset):
+    """(position, pixels, None), or (position, None, error) for an image that fails with keep_going."""
+
+    def __init__(self, images: ImageSource, count: int, transform, draft: tuple[int, int] | None,
+                 keep_going: bool) -> None:
+        self.images, self.count, self.transform, self.draft, self.keep_going = images, count, transform, draft, keep_going
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int):
+        try:
+            return i, self.transform(self.images.open(i, self.draft)), None
+        except Exception as exc:  # with keep_going, any decoder failure is this image's problem, not the run's
+            if not self.keep_going:
+                raise
+            return i, None, first_line(exc)
+
+
+def _collate(items):
+    good = [(i, t) for i, t, _ in items if t is not None]
+    pixels = torch.stack([t for _, t in good]) if good else None
+    return [i for i, _ in good], pixels, [(i, e) for i, t, e in items if t is None]
+
+
 @torch.inference_mode()
-def embed_pixel_batches(model: TinyClip, batches: Iterator[torch.Tensor], precision: str = "fp32",
-                        device: str = "cpu", on_batch: Callable[[int], None] | None = None) -> Iterator[np.ndarray]:
-    """Embed preprocessed pixel batches as they arrive (from a DataLoader, typically)."""
-    for pixels in batches:
-        pixels = pixels.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            vecs = model.encode_image(pixels)
-        if on_batch is not None:
-            on_batch(len(pixels))
-        yield vecs.float().cpu().numpy()
+def image_batches(model: TinyClip, images: ImageSource, count: int, runtime: Runtime, *, draft: bool = False,
+                  keep_going: bool = False, on_images: OnImages | None = None) -> Iterator[ImageBatch]:
+    """Embed images 0..count-1 of `images` a batch at a time, in order, yielding each batch as soon as
+    it is done. `draft`: JPEGs decode at a reduced scale near the model's input size (faster, and
+    slightly different pixels than a full decode)."""
+    rt = runtime.resolve()
+    device = rt.torch_device
+    model.to(device).eval()
+    data = _Pixels(images, count, build_transforms(model.data_config, training=False),
+                   draft_size(model.data_config) if draft else None, keep_going)
+    workers = rt.loader_workers(count)
+    loader = DataLoader(data, batch_size=rt.batch_size, num_workers=workers, collate_fn=_collate,
+                        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
+    for positions, pixels, failures in loader:
+        vectors = np.empty((0, model.embed_dim), np.float32)
+        if pixels is not None:
+            pixels = pixels.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            with rt.autocast():
+                vectors = model.encode_image(pixels).float().cpu().numpy()
+        if on_images is not None:
+            on_images(len(positions) + len(failures))
+        yield ImageBatch(positions, vectors, failures)
+
+
+def embed_images(model: TinyClip, images: ImageSource, count: int, runtime: Runtime,
+                 on_images: OnImages | None = None) -> np.ndarray:
+    """L2-normalised float32 embeddings of all `count` images (a decoding error is raised)."""
+    batches = [b.vectors for b in image_batches(model, images, count, runtime, on_images=on_images)]
+    return np.concatenate(batches) if batches else np.zeros((0, model.embed_dim), dtype=np.float32)

@@ -6,68 +6,20 @@ Shared by `tmv eval` and by training's per-epoch validation, so both report the 
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from .data import FileImages, PairSet
-from .embed import embed_pixel_batches, embed_texts
+from .data import PairSet
+from .embed import OnImages, embed_images, embed_texts
 from .errors import TmvError
-from .metrics import BLOCK_ELEMENTS, check_ks, retrieval_ranks, summarize
+from .metrics import check_ks, retrieval_ranks, summarize
 from .model import TinyClip
-from .transform import build_transforms
-
-OnImages = Callable[[int], None]
-
-
-@dataclass
-class EvalSettings:
-    """How to run the model: the same knobs as training."""
-
-    batch_size: int = 64
-    precision: str = "fp32"
-    device: str = "cpu"
-    workers: int = 0
-    chunk: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "bf16"):
-            raise TmvError(f"precision must be fp32 or bf16, not '{self.precision}'")
-        if self.batch_size <= 0:
-            raise TmvError(f"batch size must be positive, not {self.batch_size}")
-        if self.workers < 0:
-            raise TmvError(f"workers must be 0 or more, not {self.workers}")
-
-
-class ImageDataset(Dataset):
-    """Preprocessed pixels of any image source with `.open(i)` (files, dataset rows, arrays)."""
-
-    def __init__(self, images, count: int, transform) -> None:
-        self.images, self.count, self.transform = images, count, transform
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.transform(self.images.open(i))
-
-
-def embed_images(model: TinyClip, images, count: int, settings: EvalSettings,
-                 on_images: OnImages | None = None) -> np.ndarray:
-    """L2-normalised float32 embeddings of `count` images, decoded in DataLoader workers."""
-    model.eval()
-    transform = build_transforms(model.data_config, training=False)
-    loader = DataLoader(ImageDataset(images, count, transform), batch_size=settings.batch_size,
-                        num_workers=settings.workers)
-    batches = list(embed_pixel_batches(model, iter(loader), settings.precision, settings.device, on_images))
-    return np.concatenate(batches) if batches else np.zeros((0, model.embed_dim), dtype=np.float32)
-
+from .runtime import Runtime
 
 @dataclass
 class EmbeddedPairs:
@@ -79,7 +31,7 @@ class EmbeddedPairs:
     captions: list[str]
 
 
-def embed_pairs(model: TinyClip, tokenizer, pairs: PairSet, settings: EvalSettings,
+def embed_pairs(model: TinyClip, tokenizer, pairs: PairSet, runtime: Runtime,
                 on_images: OnImages | None = None, images: np.ndarray | None = None) -> EmbeddedPairs:
     """Embed all images (unless `images` already holds their embeddings) and all captions. Each
     distinct caption string is embedded once, so identical strings get bit-identical vectors and tie
@@ -87,13 +39,12 @@ def embed_pairs(model: TinyClip, tokenizer, pairs: PairSet, settings: EvalSettin
     if not len(pairs) or not pairs.num_captions:
         raise TmvError(f"{pairs.name}: no usable image-caption pairs")
     if images is None:
-        images = embed_images(model, pairs.images, len(pairs), settings, on_images)
+        images = embed_images(model, pairs.images, len(pairs), runtime, on_images)
     captions = [c for caps in pairs.captions for c in caps]
     text_image = np.array([i for i, caps in enumerate(pairs.captions) for _ in caps], dtype=np.int64)
     distinct = list(dict.fromkeys(captions))
     where = {c: i for i, c in enumerate(distinct)}
-    vectors = embed_texts(model, tokenizer, distinct, batch_size=max(settings.batch_size, 256),
-                          precision=settings.precision, device=settings.device)
+    vectors = embed_texts(model, tokenizer, distinct, runtime)
     return EmbeddedPairs(images, vectors[[where[c] for c in captions]], text_image, captions)
 
 
@@ -116,16 +67,26 @@ class RetrievalResult:
     ks: list[int] = field(default_factory=list)
     embedded: EmbeddedPairs | None = None
 
+    def record(self, pairs: PairSet) -> dict:
+        """What an evaluation record (`tmv eval --json`) states about this result."""
+        return {"task": "retrieval", "metrics": self.metrics, "ks": self.ks, "protocol": PROTOCOL,
+                "dataset": {"name": pairs.name, "images": self.images, "captions": self.captions,
+                            "shared_caption_rows": self.shared_captions, "skipped": len(pairs.skipped)}}
+
+
+PROTOCOL = ("every caption is a text->image query; an image->text query hits if any of its captions is in the top k; "
+            "ties count as hits; a caption shared by several images hits only its own")
+
 
 @torch.inference_mode()
 def evaluate_retrieval(model: TinyClip, tokenizer, pairs: PairSet, ks: Sequence[int] = (1, 5, 10),
-                       settings: EvalSettings | None = None, on_images: OnImages | None = None,
-                       images: np.ndarray | None = None) -> RetrievalResult:
-    """Text->image and image->text R@k, mean and median rank over every caption of `pairs`."""
-    settings = settings or EvalSettings()
+                       runtime: Runtime | None = None, on_images: OnImages | None = None,
+                       images: np.ndarray | None = None, chunk: int | None = None) -> RetrievalResult:
+    """Text->image and image->text R@k, mean and median rank over every caption of `pairs`.
+    `chunk`: queries scored at a time (None: as many as fit a fixed block of memory)."""
     ks = check_ks(ks)
-    emb = embed_pairs(model, tokenizer, pairs, settings, on_images, images)
-    t2i, i2t = retrieval_ranks(emb.images, emb.texts, emb.text_image, settings.chunk)
+    emb = embed_pairs(model, tokenizer, pairs, runtime or Runtime(), on_images, images)
+    t2i, i2t = retrieval_ranks(emb.images, emb.texts, emb.text_image, chunk)
     return RetrievalResult(summarize(t2i, i2t, ks), len(pairs), len(emb.captions), shared_caption_rows(pairs), ks, emb)
 
 
@@ -137,8 +98,8 @@ def evaluate(model: TinyClip, tokenizer, pairs: PairSet, batch_size: int = 64, p
     images' cached tower features, when the image tower is locked."""
     model.eval()
     images = None if features is None else model.project_image(features.to(device)).float().cpu().numpy()
-    settings = EvalSettings(batch_size, precision, str(device), workers)
-    return evaluate_retrieval(model, tokenizer, pairs, ks, settings, images=images).metrics
+    runtime = Runtime.on(device, precision, batch_size=batch_size, workers=workers)
+    return evaluate_retrieval(model, tokenizer, pairs, ks, runtime, images=images).metrics
 
 
 # ------------------------------------------------------------------------------ a run's own data
@@ -162,6 +123,21 @@ def run_config(checkpoint: str | Path) -> dict | None:
     return loaded
 
 
+def checkpoint_record(path: str | Path, meta: dict) -> dict:
+    """What an evaluation record states about the checkpoint: its identity and its run's config."""
+    return {"path": str(path), "fingerprint": meta.get("fingerprint"), "model_config": meta.get("model_config"),
+            "image_arch": meta.get("image_arch"), "info": meta.get("info"), "run_config": run_config(path)}
+
+
+def evaluation_record(checkpoint: str | Path, meta: dict, runtime: Runtime, task: dict, source: str | None,
+                      split: str | None, limit: int | None) -> dict:
+    """The record `tmv eval --json` writes: checkpoint, resolved settings, the task's result record
+    (a `record()` of its result) and where its data came from."""
+    record = {"checkpoint": checkpoint_record(checkpoint, meta), "settings": runtime.to_dict(), **task}
+    record["dataset"].update({"source": source, "split": split, "limit": limit})
+    return record
+
+
 def run_validation_pairs(checkpoint: str | Path) -> PairSet:
     """The validation set of the run a checkpoint belongs to, split exactly as training split it."""
     from .train import CONFIG, TrainConfig, load_validation
@@ -177,89 +153,3 @@ def run_validation_pairs(checkpoint: str | Path) -> PairSet:
     if val is None:
         raise TmvError(f"the run of {checkpoint} trained without validation data (val_fraction 0); pass --data")
     return val
-
-
-# ------------------------------------------------------------------------------- through an index
-
-
-TIE_TOLERANCE = 1e-5  # the own score is a separate dot product: rounding must not rank it below itself
-
-
-def _strictly_higher(queries: np.ndarray, own: np.ndarray, blocks) -> np.ndarray:
-    """For each query, how many stored vectors score above its own score by more than float32
-    rounding (exact search, chunked). The own vector itself, and copies of it, are not counted."""
-    own = own + TIE_TOLERANCE
-    counts = np.zeros(len(queries), dtype=np.int64)
-    for _, vecs in blocks:
-        step = max(1, BLOCK_ELEMENTS // max(len(vecs), 1))
-        for start in range(0, len(queries), step):
-            scores = queries[start:start + step] @ vecs.T
-            counts[start:start + step] += (scores > own[start:start + step, None]).sum(1)
-    return counts
-
-
-def _recall(ranks: np.ndarray, ks: Sequence[int], prefix: str) -> dict[str, float]:
-    return {f"{prefix}_R@{k}": float((ranks <= k).mean() * 100) for k in ks}
-
-
-def evaluate_index(searcher, pairs: PairSet, emb: EmbeddedPairs, ks: Sequence[int]) -> dict:
-    """R@k from what an index's search returns (top max(k) per query), beside exact search over the
-    same stored vectors: the difference is the recall cost of the approximate index.
-
-    `searcher` is a `tinymvlm.index.search.Searcher` already checked against the model. Evaluation
-    images are matched to indexed ones by path. Text->image queries are the captions' embeddings;
-    image->text queries are the images' stored vectors, searched in the index's captions (when it
-    has any), a hit being any caption whose text is one of the image's captions. Images the index
-    lacks are left out, and counted."""
-    ks = check_ks(ks)
-    depth = max(ks)
-    if not isinstance(pairs.images, FileImages):
-        raise TmvError("--index needs evaluation images that are files (a pairs file or image folder), to match them to the index")
-    catalog, dim = searcher.catalog, int(searcher.manifest["embed_dim"])
-    if emb.texts.shape[1] != dim:
-        raise TmvError(f"the index holds {dim}-dimensional vectors, the model makes {emb.texts.shape[1]}")
-    paths = [os.path.abspath(p) for p in pairs.images.paths]
-    roots = sorted({os.path.dirname(p) for p in paths} | {os.path.dirname(os.path.realpath(p)) for p in paths})
-    by_path = {os.path.realpath(path): row.id for path, row in catalog.images_under(roots).items()}
-    image_id = [by_path.get(os.path.realpath(p)) for p in paths]
-    found = [i for i, row in enumerate(image_id) if row is not None]
-    if not found:
-        raise TmvError(f"none of the {len(paths)} evaluation images is in index {searcher.store.folder}; "
-                       f"index their folder first with 'tmv index'")
-    record: dict = {"folder": str(searcher.store.folder), "types": {k: v["type"] for k, v in searcher.manifest.get("indexes", {}).items()},
-                    "images_in_index": catalog.count("images"), "captions_in_index": catalog.count("captions"),
-                    "eval_images_found": len(found), "eval_images_missing": len(paths) - len(found), "depth": depth}
-    approx, exact = {}, {}
-
-    rows = np.array([j for j, i in enumerate(emb.text_image) if image_id[i] is not None], dtype=np.int64)
-    own_ids = np.array([image_id[i] for i in emb.text_image[rows]], dtype=np.int64)
-    queries = emb.texts[rows]
-    own_vecs = catalog.vectors("images", own_ids.tolist(), dim)
-    own_scores = (queries * own_vecs).sum(1)
-    t2i_exact = 1 + _strictly_higher(queries, own_scores, catalog.iter_vectors("images", dim))
-    t2i_approx = np.array([_position([h.id for h in searcher.search(q, depth, "images")], {own}, depth)
-                           for q, own in zip(queries, own_ids.tolist())])
-    approx.update(_recall(t2i_approx, ks, "t2i"))
-    exact.update(_recall(t2i_exact, ks, "t2i"))
-    record["t2i_queries"] = len(rows)
-
-    if record["captions_in_index"]:
-        stored = catalog.caption_blobs_by_text({c for i in found for c in pairs.captions[i]})
-        with_captions = [i for i in found if any(c in stored for c in pairs.captions[i])]
-        record["i2t_queries"] = len(with_captions)
-        if with_captions:
-            image_vecs = catalog.vectors("images", [image_id[i] for i in with_captions], dim)
-            best_own = np.array([max(float(v @ np.frombuffer(stored[c], dtype=np.float32)) for c in pairs.captions[i] if c in stored)
-                                 for i, v in zip(with_captions, image_vecs)], dtype=np.float32)
-            i2t_exact = 1 + _strictly_higher(image_vecs, best_own, catalog.iter_vectors("captions", dim))
-            i2t_approx = np.array([_position([h.label for h in searcher.search(v, depth, "captions")], set(pairs.captions[i]), depth)
-                                   for i, v in zip(with_captions, image_vecs)])
-            approx.update(_recall(i2t_approx, ks, "i2t"))
-            exact.update(_recall(i2t_exact, ks, "i2t"))
-    record.update({"search": approx, "exact": exact, "recall_cost": {k: exact[k] - approx[k] for k in approx}})
-    return record
-
-
-def _position(results: list, own: set, depth: int) -> int:
-    """1-based position of the first result in `own`; depth + 1 when none of the top `depth` is."""
-    return next((n for n, r in enumerate(results, start=1) if r in own), depth + 1)

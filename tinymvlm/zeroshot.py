@@ -19,17 +19,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .data import DatasetImages, FileImages, PairSet, Skip, drop_unreadable, load_pairs
-from .errors import TmvError, first_line
-from .evaluate import EvalSettings, OnImages, embed_images
-from .embed import embed_texts
+from .embed import OnImages, embed_images, embed_texts
+from .errors import TmvError
 from .files import is_image_name, iter_image_files
 from .model import TinyClip
+from .runtime import Runtime
+from .sources import LABEL, SourceKind, find_image_column, open_dataset, pick_column, source_kind
 from .transform import to_rgb
 
 FASHION_MNIST = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 DEFAULT_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a drawing of a {}.")
 IDX_PREFIXES = {"test": "t10k", "t10k": "t10k", "train": "train"}
-LABEL_KEYS = ("label", "labels", "class", "category", "fine_label", "coarse_label")
 
 
 class ArrayImages:
@@ -152,10 +152,7 @@ def load_labelled_pairs(source: str, image_root: str | None, image_column: str |
                         split: str | None, classes: Sequence[str] | None = None) -> LabelledSet:
     """A pairs file with an image column and a label column (default 'label'). Labels are class names,
     or class numbers when `classes` names them in order."""
-    try:
-        pairs = load_pairs(source, image_root, image_column, label_column or "label", split)
-    except TmvError as exc:
-        raise TmvError(str(exc).replace("caption column", "label column").replace("--caption-column", "--label-column")) from exc
+    pairs = load_pairs(source, image_root, image_column, label_column, split, role=LABEL)
     keep, values, skipped = [], [], list(pairs.skipped)
     for i, labels in enumerate(pairs.captions):
         if len(set(labels)) > 1:
@@ -170,29 +167,16 @@ def load_labelled_dataset(source: str, split: str | None, image_column: str | No
                           classes: Sequence[str] | None = None) -> LabelledSet:
     """A Hugging Face dataset (local or hub) with an image column and a label column; a ClassLabel
     column brings its own class names."""
-    import datasets
-
-    from .data import _select_split
-
-    try:
-        local = Path(source).expanduser().exists()
-        loaded = datasets.load_from_disk(source) if local else datasets.load_dataset(source)
-    except Exception as exc:
-        raise TmvError(f"could not load dataset '{source}': {first_line(exc)}") from exc
-    dataset, rows = _select_split(loaded, split, source)
+    dataset, rows, name = open_dataset(source, split)
     features = dataset.features
-    image_col = image_column or next((n for n, f in features.items() if type(f).__name__ == "Image"), None)
-    label_col = label_column or next((n for n in features if n.lower() in LABEL_KEYS), None)
-    for col, what in ((image_col, "image"), (label_col, "label")):
-        if col not in features:
-            raise TmvError(f"{source}: no {what} column{f' {col!r}' if col else ''} (columns: {', '.join(features)}); "
-                           f"name it with --{what}-column")
+    image_col = find_image_column(dataset, image_column, source)
+    label_col = pick_column(list(features), label_column, LABEL.keys, LABEL.what, source)
     if classes is None and type(features[label_col]).__name__ == "ClassLabel":
         classes = features[label_col].names
     column = dataset.select_columns([label_col])[label_col]
     rows = [r for r in rows if column[r] is not None]
     values = [str(column[r]) for r in rows]
-    return _labelled(f"{source} [{split or 'all'}]", values, DatasetImages(dataset, image_col, rows), [], classes)
+    return _labelled(name, values, DatasetImages(dataset, image_col, rows), [], classes)
 
 
 def _labelled(name: str, values: list[str], images, skipped: list[Skip], classes: Sequence[str] | None) -> LabelledSet:
@@ -234,19 +218,17 @@ def read_class_names(path: str | Path) -> list[str]:
 def load_labelled(source: str, split: str | None = None, image_root: str | None = None, image_column: str | None = None,
                   label_column: str | None = None, classes: Sequence[str] | None = None) -> LabelledSet:
     """Any labelled source: IDX folder, class-subfolder folder, pairs file with a label column, dataset."""
+    kind = source_kind(source)
     path = Path(source).expanduser()
-    if path.is_dir() and is_idx_folder(path):
+    if kind is SourceKind.FOLDER and is_idx_folder(path):
         labelled = load_idx_folder(path, split, classes)
-    elif path.is_dir() and any((path / m).is_file() for m in ("dataset_info.json", "state.json", "dataset_dict.json")):
-        labelled = load_labelled_dataset(str(path), split, image_column, label_column, classes)
-    elif path.is_dir():
+    elif kind is SourceKind.FOLDER:
         labelled = load_class_folder(path)
-    elif path.is_file():
+    elif kind is SourceKind.FILE:
         labelled = load_labelled_pairs(source, image_root, image_column, label_column, split, classes)
-    elif "/" in source and not source.startswith((".", "/", "~")) and len(source.split("/")) == 2:
-        labelled = load_labelled_dataset(source, split, image_column, label_column, classes)
     else:
-        raise TmvError(f"--data {source}: no such file or folder")
+        labelled = load_labelled_dataset(source if kind is SourceKind.HUB else str(path), split, image_column,
+                                         label_column, classes)
     if not len(labelled):
         reasons = "; ".join(str(s) for s in labelled.skipped[:3])
         raise TmvError(f"{labelled.name}: no usable labelled images" + (f" ({reasons})" if reasons else ""))
@@ -268,12 +250,11 @@ def check_templates(templates: Sequence[str]) -> list[str]:
 
 @torch.inference_mode()
 def class_embeddings(model: TinyClip, tokenizer, classes: Sequence[str], templates: Sequence[str],
-                     settings: EvalSettings) -> np.ndarray:
+                     runtime: Runtime) -> np.ndarray:
     """One unit vector per class: the normalised mean of its prompts' embeddings."""
     templates = check_templates(templates)
     prompts = [t.replace("{}", c) for c in classes for t in templates]
-    vectors = embed_texts(model, tokenizer, prompts, batch_size=max(settings.batch_size, 256),
-                          precision=settings.precision, device=settings.device)
+    vectors = embed_texts(model, tokenizer, prompts, runtime)
     mean = torch.from_numpy(vectors).view(len(classes), len(templates), -1).mean(1)
     return F.normalize(mean, dim=-1).numpy()
 
@@ -290,6 +271,14 @@ class ZeroShotResult:
     def per_class_recall(self) -> dict[str, float | None]:
         totals = self.confusion.sum(1)
         return {c: (float(self.confusion[i, i] / totals[i] * 100) if totals[i] else None) for i, c in enumerate(self.classes)}
+
+    def record(self, labelled: LabelledSet, templates: Sequence[str]) -> dict:
+        """What an evaluation record (`tmv eval --zeroshot --json`) states about this result."""
+        return {"task": "zeroshot", "metrics": self.metrics, "classes": self.classes, "templates": list(templates),
+                "per_class_recall": self.per_class_recall(), "confusion_matrix": self.confusion.tolist(),
+                "most_confused": [{"true": t, "predicted": p, "images": n, "share_of_true": s}
+                                  for t, p, n, s in self.most_confused(10)],
+                "dataset": {"name": labelled.name, "images": len(labelled), "skipped": len(labelled.skipped)}}
 
     def most_confused(self, top: int = 5) -> list[tuple[str, str, int, float]]:
         """(true class, predicted class, count, share of the true class in percent), worst first."""
@@ -322,11 +311,11 @@ def classification_result(scores: np.ndarray, labels: np.ndarray, classes: Seque
 
 @torch.inference_mode()
 def evaluate_zeroshot(model: TinyClip, tokenizer, labelled: LabelledSet, templates: Sequence[str] = DEFAULT_TEMPLATES,
-                      settings: EvalSettings | None = None, on_images: OnImages | None = None) -> ZeroShotResult:
+                      runtime: Runtime | None = None, on_images: OnImages | None = None) -> ZeroShotResult:
     """Embed the images and the class prompts, predict each image's most similar class, score it."""
-    settings = settings or EvalSettings()
-    classes = class_embeddings(model, tokenizer, labelled.classes, templates, settings)
-    images = embed_images(model, labelled.images, len(labelled), settings, on_images)
+    runtime = runtime or Runtime()
+    classes = class_embeddings(model, tokenizer, labelled.classes, templates, runtime)
+    images = embed_images(model, labelled.images, len(labelled), runtime, on_images)
     if not (np.isfinite(images).all() and np.isfinite(classes).all()):
         raise TmvError("the model produced non-finite embeddings (NaN or inf); try --precision fp32")
     return classification_result(images @ classes.T, labelled.labels, labelled.classes)
