@@ -32,7 +32,8 @@ class _ScoreCommand(click.Command):
 @click.option("--captions-file", type=click.Path(dir_okay=False), help="Captions to score, one per line.")
 @click.option("--checkpoint", help="Checkpoint file or run folder. Default: the latest run's best.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image on stdout.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="auto: fp32, as for search queries.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("-v", "--verbose", is_flag=True, help="Show informational log messages.")
 @friendly_errors
@@ -56,14 +57,16 @@ def score(images, captions, captions_file, checkpoint, as_json, precision, devic
         except (OSError, UnicodeDecodeError) as exc:
             raise TmvError(f"cannot read captions file {captions_file}: {exc}") from exc
         texts += [line.strip() for line in lines if line.strip()]
+    from dataclasses import replace
+
     from tinymvlm.checkpoint import load_checkpoint, resolve_checkpoint
-    from tinymvlm.distributed import resolve_device
+    from tinymvlm.runtime import Runtime
     from tinymvlm.score import check_inputs, score_images
 
     check_inputs(images, texts)
-    torch_device = resolve_device(device)
+    runtime = replace(Runtime.for_queries(device, precision), batch_size=64).resolve()
     model, tokenizer, _ = load_checkpoint(resolve_checkpoint(checkpoint))
-    results = score_images(model.to(torch_device), tokenizer, list(images), texts, torch_device, precision)
+    results = score_images(model, tokenizer, list(images), texts, runtime)
     if as_json:
         import json
 

@@ -13,9 +13,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .embed import autocast, embed_texts, resolve_precision
+from .data import FileImages
+from .embed import embed_texts, image_batches
 from .errors import TmvError
 from .model import TinyClip
+from .runtime import Runtime
 
 
 @dataclass
@@ -48,12 +50,17 @@ def check_inputs(images: Sequence[str], captions: Sequence[str]) -> None:
 
 
 def score_images(model: TinyClip, tokenizer, images: Sequence[str], captions: Sequence[str],
-                 device: torch.device, precision: str = "auto") -> list[ImageScores]:
-    """Each image against every caption. Captions are embedded once for all images."""
+                 runtime: Runtime | None = None) -> list[ImageScores]:
+    """Each image against every caption, embedded as search queries are (so the similarities equal
+    those `tmv search --image X --texts` finds for the same captions). Captions are embedded once."""
     check_inputs(images, captions)
-    precision = resolve_precision(device, precision)
-    text = embed_texts(model, tokenizer, list(captions), precision=precision, device=str(device))
-    image = _embed_images(model, images, device, precision)
+    runtime = runtime or Runtime.for_queries()
+    text = embed_texts(model, tokenizer, list(captions), runtime)
+    image = np.zeros((len(images), model.embed_dim), dtype=np.float32)
+    for batch in image_batches(model, FileImages(list(images)), len(images), runtime, draft=True, keep_going=True):
+        for position, reason in batch.failures:
+            raise TmvError(f"cannot read image {images[position]}: {reason}")
+        image[batch.positions] = batch.vectors
     similarity = image @ text.T
     with torch.no_grad():
         scale = float(model.scale())
@@ -66,19 +73,3 @@ def score_images(model: TinyClip, tokenizer, images: Sequence[str], captions: Se
         results.append(ImageScores(str(path), [CaptionScore(captions[j], float(similarity[row, j]),
                                                             float(probability[row, j])) for j in order]))
     return results
-
-
-@torch.inference_mode()
-def _embed_images(model: TinyClip, paths: Sequence[str], device: torch.device, precision: str) -> np.ndarray:
-    from .errors import first_line
-    from .transform import build_transforms, load_image
-
-    transform = build_transforms(model.data_config, training=False)
-    pixels = []
-    for path in paths:
-        try:
-            pixels.append(transform(load_image(path)))
-        except Exception as exc:
-            raise TmvError(f"cannot read image {path}: {first_line(exc)}") from exc
-    with autocast(device, precision):
-        return model.encode_image(torch.stack(pixels).to(device)).float().cpu().numpy()
