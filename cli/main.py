@@ -9,6 +9,7 @@ from tinymvlm import __version__
 from .eval_cmd import eval_cmd
 from .index_cmd import index
 from .search_cmd import search
+from .serve_cmd import serve
 from .train_cmd import train
 
 
@@ -21,6 +22,7 @@ def cli() -> None:
 cli.add_command(train)
 cli.add_command(index)
 cli.add_command(search)
+cli.add_command(serve)
 cli.add_command(eval_cmd, name="eval")
 
 

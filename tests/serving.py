@@ -1,0 +1,38 @@
+"""Helpers shared by the `tmv serve` tests: a small real index with hostile names, and the app around it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tinymvlm.index import EmbedConfig, Index
+from tinymvlm.index.serving import Limits, SearchService
+
+from conftest import make_colour_images
+
+HOSTILE_NAME = '<img src=x onerror="window.pwned=1">.png'
+HOSTILE_CAPTION = "<script>window.pwned=2</script> a plain red square"
+
+
+def build_index(root: Path, checkpoint: Path, captions: bool = True) -> tuple[Path, Path]:
+    """(index folder, image folder): the 8 colour squares, one of them under a file name made of markup,
+    and (with `captions`) three captions, one of them markup."""
+    from PIL import Image
+
+    images = root / "images"
+    make_colour_images(images)
+    Image.new("RGB", (48, 48), (200, 40, 120)).save(images / HOSTILE_NAME)
+    caption_files = []
+    if captions:
+        caption_file = root / "captions.txt"
+        caption_file.write_text(f"a plain blue square\na plain green square\n{HOSTILE_CAPTION}\n", encoding="utf-8")
+        caption_files.append(caption_file)
+    folder = root / "index"
+    with Index(folder, checkpoint=checkpoint, device="cpu") as index:
+        index.add([images], captions=caption_files, embed=EmbedConfig(workers=0, device="cpu"))
+    return folder, images
+
+
+def make_service(folder: Path, limits: Limits = Limits()) -> SearchService:
+    service = SearchService(Index(folder, device="cpu", precision="fp32"), limits)
+    service.call_sync(service.warm_up)
+    return service
