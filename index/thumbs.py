@@ -60,13 +60,13 @@ class ThumbnailCache:
                             str(self.size).encode()])
         return hashlib.sha256(ident).hexdigest()
 
-    def get(self, path: str) -> tuple[bytes, str]:
-        """(JPEG bytes, key) of `path`'s thumbnail; raises OSError or a decoding error for a bad file."""
+    def get(self, path: str) -> bytes:
+        """JPEG bytes of `path`'s thumbnail; raises OSError or a decoding error for a bad file."""
         key = self.key(path)
         cached = self.folder / key[:2] / f"{key}.jpg" if self.folder is not None else None
         if cached is not None:
             try:
-                return cached.read_bytes(), key
+                return cached.read_bytes()
             except FileNotFoundError:
                 pass
         data = make_thumbnail(path, self.size)
@@ -76,4 +76,4 @@ class ThumbnailCache:
                     tmp.write_bytes(data)
             except OSError as exc:
                 log.warning("cannot cache a thumbnail in %s: %s", self.folder, exc)
-        return data, key
+        return data

@@ -152,17 +152,20 @@ def create_app(service: SearchService, thumbs: ThumbnailCache, allowed_hosts: se
     async def thumb(request: Request) -> Response:
         path = await _path(request)
         try:
-            data, key = thumbs.get(path)
+            etag = f'"{thumbs.key(path)[:32]}"'
+            if request.headers.get("if-none-match") == etag:  # the browser's copy is this file's
+                return Response(status_code=304, headers={"etag": etag, "cache-control": "no-cache"})
+            data = thumbs.get(path)
         except Exception as exc:
             raise HTTPException(415, f"image {request.path_params['id']} cannot be decoded ({first_line(exc)})") from None
-        return Response(data, media_type="image/jpeg", headers={"cache-control": "private, max-age=86400",
-                                                                 "etag": f'"{key[:32]}"'})
+        # no-cache: revalidated by ETag each time, since ids start again from 1 after 'tmv index --rebuild'
+        return Response(data, media_type="image/jpeg", headers={"cache-control": "no-cache", "etag": etag})
 
     async def original(request: Request) -> Response:
         path = await _path(request)
         media = WEB_FORMATS.get(os.path.splitext(path)[1].lower())
         if media is not None:
-            return FileResponse(path, media_type=media, headers={"cache-control": "private, max-age=3600"})
+            return FileResponse(path, media_type=media, headers={"cache-control": "no-cache"})
         try:  # TIFF and others browsers cannot show: a PNG of the upright RGB image
             with Image.open(path) as image:
                 buffer = io.BytesIO()
