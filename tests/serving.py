@@ -36,3 +36,38 @@ def make_service(folder: Path, limits: Limits = Limits()) -> SearchService:
     service = SearchService(Index(folder, device="cpu", precision="fp32"), limits)
     service.call_sync(service.warm_up)
     return service
+
+
+class ServerProcess:
+    """`tmv serve` in a subprocess on a free loopback port; `url` is read from its start-up line."""
+
+    def __init__(self, *args: str, timeout: float = 180) -> None:
+        import queue
+        import subprocess
+        import sys
+        import threading
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "tinymvlm.cli", "serve", "--port", "0", *args],
+                                     stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        self.lines: list[str] = []
+        found: queue.Queue = queue.Queue()
+
+        def read() -> None:  # keeps draining stderr so the server never blocks on a full pipe
+            for line in self.proc.stderr:
+                self.lines.append(line)
+                if " at http://" in line:
+                    found.put(line.rsplit(" at ", 1)[1].strip())
+            found.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        try:
+            self.url = found.get(timeout=timeout)
+        except queue.Empty:
+            self.url = None
+        if self.url is None:
+            self.stop()
+            raise RuntimeError("tmv serve did not start:\n" + "".join(self.lines))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
