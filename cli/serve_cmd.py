@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 
 from .console import err, friendly_errors, setup_logging
 
@@ -51,12 +52,34 @@ def serve(index_dir, checkpoint, host, port, allow_hosts, thumb_dir, max_upload_
     setup_logging(verbose)
     from pathlib import Path
 
+    from tinymvlm.index import Index
+    from tinymvlm.index.hostguard import server_names
+
+    index = Index(index_dir, checkpoint=checkpoint, device=device, precision="fp32")
+    index.info()  # no index, or an unreadable one: say so before loading anything
+    sock = bind(host, port)  # a busy port: likewise
+    names = server_names(host, allow_hosts)
+    try:
+        run(index, sock, host, names, Path(thumb_dir) if thumb_dir else None, max_upload_mb)
+    finally:
+        sock.close()
+
+
+def exposure_warning(host: str, names: set[str]) -> str | None:
+    """What to tell the user when the server is reachable from other machines."""
+    from tinymvlm.index.hostguard import is_loopback
+
+    if is_loopback(host):
+        return None
+    return (f"listening on {host}: anyone who can reach this machine can search the index and view its "
+            f"images; names accepted: {', '.join(sorted(names))}")
+
+
+def run(index, sock, host: str, names: set[str], thumb_dir, max_upload_mb: float) -> None:
     import faiss
     import torch
     import uvicorn
 
-    from tinymvlm.index import Index
-    from tinymvlm.index.hostguard import is_loopback, server_names
     from tinymvlm.index.serving import Limits, SearchService
     from tinymvlm.index.thumbs import ThumbnailCache, default_thumb_dir
     from tinymvlm.index.webapp import create_app
@@ -65,22 +88,18 @@ def serve(index_dir, checkpoint, host, port, allow_hosts, thumb_dir, max_upload_
     # leave the other cores to the HTTP side (thumbnails, uploads).
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
-    index = Index(index_dir, checkpoint=checkpoint, device=device, precision="fp32")
     service = SearchService(index, Limits(max_upload_bytes=int(max_upload_mb * 1024 * 1024)))
     try:
         err.print(f"loading {index.folder} ...", markup=False)
         service.call_sync(service.warm_up)
-        info = service.call_sync(service.info)
-        sock = bind(host, port)
-        names = server_names(host, allow_hosts)
-        app = create_app(service, ThumbnailCache(Path(thumb_dir) if thumb_dir else default_thumb_dir()), names)
+        counts = service.call_sync(service.info)["counts"]
+        app = create_app(service, ThumbnailCache(thumb_dir or default_thumb_dir()), names)
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{sock.getsockname()[1]}/"
-        counts = info["counts"]
         err.print(f"serving {counts['images']} images and {counts['captions']} captions at {url}", markup=False)
-        if not is_loopback(host):
-            err.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach this machine can search the "
-                      f"index and view its images; names accepted: {', '.join(sorted(names))}")
+        warning = exposure_warning(host, names)
+        if warning:
+            err.print(f"[yellow]warning:[/] {escape(warning)}")
         err.print("press Ctrl-C to stop", markup=False)
         config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False, lifespan="off")
         uvicorn.Server(config).run(sockets=[sock])

@@ -22,3 +22,6 @@ tmv search --image "$example" --texts --index runs/tux/index -k 3
 
 echo "== held-out retrieval"
 tmv eval --recall 1 5 10
+
+echo "== browse the held-out index in a web page (Ctrl-C stops it):"
+echo "tmv serve --index runs/tux/index     # then open http://127.0.0.1:8000/"

@@ -360,3 +360,34 @@ def test_a_read_only_index_serves(tmp_path, tiny_checkpoint):
     result = subprocess.run(["unshare", "-m", "sh", "-c", shell], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(json.loads(result.stdout.splitlines()[-1])) == 3
+
+
+def test_host_names_and_the_exposure_warning():
+    import socket
+
+    from tinymvlm.cli.serve_cmd import exposure_warning
+    from tinymvlm.index.hostguard import host_name, server_names
+
+    assert [host_name(h) for h in ("A.Example:80", "[::1]:8000", "::1", "localhost.", "[::1", "")] == \
+           ["a.example", "::1", "::1", "localhost", "", ""]
+    local = server_names("127.0.0.1")
+    assert local == {"localhost", "127.0.0.1", "::1"}
+    assert socket.gethostname().lower() in server_names("0.0.0.0") and "127.0.0.1" in server_names("0.0.0.0")
+    assert "photos.lan" in server_names("127.0.0.1", ["Photos.LAN:8080"])
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert exposure_warning(host, local) is None
+    warning = exposure_warning("0.0.0.0", {"localhost", "box"})
+    assert warning.startswith("listening on 0.0.0.0: anyone who can reach this machine") and "box, localhost" in warning
+
+
+def test_cli_errors_before_loading_anything(tmp_path, served):
+    import socket
+
+    result = CliRunner().invoke(cli, ["serve", "--index", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "error: no index at" in result.output
+    _, folder, *_ = served
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        result = CliRunner().invoke(cli, ["serve", "--index", str(folder), "--port", str(busy.getsockname()[1])])
+    assert result.exit_code == 2 and "cannot listen on 127.0.0.1:" in result.output and "choose another --port" in result.output
