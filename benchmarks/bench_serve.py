@@ -45,7 +45,7 @@ def packaged_checkpoint(folder: Path) -> Path:
     return path
 
 
-def synthetic_index(folder: Path, checkpoint: Path, n: int) -> None:
+def synthetic_index(folder: Path, checkpoint: Path, n: int, index_type: str = "auto") -> None:
     """n clustered unit vectors as image rows, then the FAISS file, as `tmv index` writes them."""
     from tinymvlm.index import Index
     from tinymvlm.index.catalog import Catalog
@@ -54,7 +54,7 @@ def synthetic_index(folder: Path, checkpoint: Path, n: int) -> None:
     index = Index(folder, checkpoint=checkpoint)
     info = index.model_info()
     store = index.store
-    manifest = store.create(info, IndexSpec())
+    manifest = store.create(info, IndexSpec(type=index_type))
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((2000, info.embed_dim), dtype=np.float32)
     catalog = Catalog(store.catalog_path)
@@ -116,14 +116,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--max-seconds", type=float, default=600, help="stop sending after this long")
     parser.add_argument("--checkpoint", help="a trained checkpoint (default: the packaged towers, untrained heads)")
+    parser.add_argument("--type", default="auto", help="FAISS index type, as tmv index --type (auto: flat below 200k)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="tmv-bench-serve-") as tmp:
         tmp_path = Path(tmp)
         start = time.perf_counter()
         checkpoint = Path(args.checkpoint) if args.checkpoint else packaged_checkpoint(tmp_path)
-        synthetic_index(tmp_path / "index", checkpoint, args.vectors)
-        print(f"index of {args.vectors:,} vectors built in {time.perf_counter() - start:.1f} s")
+        synthetic_index(tmp_path / "index", checkpoint, args.vectors, args.type)
+        print(f"{args.type} index of {args.vectors:,} vectors built in {time.perf_counter() - start:.1f} s")
         proc, url = start_server(tmp_path / "index", tmp_path / "thumbs")
         try:
             rng = np.random.default_rng(1)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -28,7 +29,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tinymvlm.errors import TmvError, first_line
-from tinymvlm.transform import to_rgb
+from tinymvlm.transform import load_image
 
 from .hostguard import HostGuard
 from .serving import Query, SearchService
@@ -124,6 +125,13 @@ def _check_image(path: str, max_pixels: int) -> None:
         raise HTTPException(415, f"the upload is not a readable image ({first_line(exc)})") from None
 
 
+def _as_png(path: str) -> bytes:
+    """A PNG of a file browsers cannot show (TIFF), decoded as `tmv index` decodes it."""
+    buffer = io.BytesIO()
+    load_image(path).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def create_app(service: SearchService, thumbs: ThumbnailCache, allowed_hosts: set[str]) -> HostGuard:
     """The ASGI app: routes, JSON errors, security headers, and the Host guard outside them all."""
 
@@ -147,7 +155,7 @@ def create_app(service: SearchService, thumbs: ThumbnailCache, allowed_hosts: se
         with tempfile.TemporaryDirectory(prefix="tmv-upload-") as folder:
             query = _query(request, service, upload=True)
             path = await _save_upload(request, limits.max_upload_bytes, folder)
-            _check_image(path, limits.max_upload_pixels)
+            await run_in_threadpool(_check_image, path, limits.max_upload_pixels)  # decoding: off the event loop
             return await timed_search(dataclasses.replace(query, image=path))
 
     async def _path(request: Request) -> str:
@@ -162,7 +170,7 @@ def create_app(service: SearchService, thumbs: ThumbnailCache, allowed_hosts: se
             etag = f'"{thumbs.key(path)[:32]}"'
             if request.headers.get("if-none-match") == etag:  # the browser's copy is this file's
                 return Response(status_code=304, headers={"etag": etag, "cache-control": "no-cache"})
-            data = thumbs.get(path)
+            data = await run_in_threadpool(thumbs.get, path)
         except Exception as exc:
             raise HTTPException(415, f"image {request.path_params['id']} cannot be decoded ({first_line(exc)})") from None
         # no-cache: revalidated by ETag each time, since ids start again from 1 after 'tmv index --rebuild'
@@ -173,13 +181,11 @@ def create_app(service: SearchService, thumbs: ThumbnailCache, allowed_hosts: se
         media = WEB_FORMATS.get(os.path.splitext(path)[1].lower())
         if media is not None:
             return FileResponse(path, media_type=media, headers={"cache-control": "no-cache"})
-        try:  # TIFF and others browsers cannot show: a PNG of the upright RGB image
-            with Image.open(path) as image:
-                buffer = io.BytesIO()
-                to_rgb(image).save(buffer, "PNG")
+        try:
+            data = await run_in_threadpool(_as_png, path)
         except Exception as exc:
             raise HTTPException(415, f"image {request.path_params['id']} cannot be decoded ({first_line(exc)})") from None
-        return Response(buffer.getvalue(), media_type="image/png")
+        return Response(data, media_type="image/png")
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
         return _error(exc.status_code, exc.detail if exc.status_code != 404 or exc.detail != "Not Found"

@@ -288,7 +288,7 @@ def test_serves_each_committed_generation_of_a_growing_index(tmp_path, tiny_chec
         more = tmp_path / "more"
         more.mkdir()
         for n in range(6):
-            Image.new("RGB", (40, 40), (n * 40, 255 - n * 40, 90)).save(more / f"new{n}.png")
+            Image.new("RGB", (40, 40), (n * 40, 255 - n * 40, 90)).save(more / f"new{n}.{'tif' if n == 5 else 'png'}")
         pause = PauseAfterFirstBatch()
         failure = []
 
@@ -316,7 +316,11 @@ def test_serves_each_committed_generation_of_a_growing_index(tmp_path, tiny_chec
             thread.join(120)
         assert not failure
         assert client.get("/api/info").json()["counts"]["images"] == 15
-        assert len(client.get("/api/search", params={"q": "square", "k": 100}).json()["results"]) == 15
+        hits = client.get("/api/search", params={"q": "square", "k": 100}).json()["results"]
+        assert len(hits) == 15
+        tiff = client.get(f"/api/image/{next(h['id'] for h in hits if h['path'].endswith('.tif'))}")
+        assert tiff.headers["content-type"] == "image/png"  # browsers cannot show TIFF: sent as PNG
+        assert Image.open(io.BytesIO(tiff.content)).getpixel((0, 0)) == (200, 55, 90)
 
         with Index(folder, device="cpu") as writer:  # a rebuild replaces the catalogue: new ids
             writer.add([images], rebuild=True, embed=EmbedConfig(workers=0, device="cpu"))
