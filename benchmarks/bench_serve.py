@@ -7,7 +7,8 @@ written through the catalogue and FAISS sync exactly as `tmv index` writes them;
 through the real model path (the text tower embeds every query). Without --checkpoint the model is the
 packaged towers (MiniLM-L6 + EfficientNet-Lite0, untrained heads: realistic cost, meaningless ranking).
 `tmv serve` runs as its own process on 127.0.0.1:0; --clients threads each keep one HTTP/1.1
-connection and send queries until --queries are done or --max-seconds pass. Printed: errors,
+connection and send queries until --queries are done or --max-seconds pass. Every query is different,
+so the server's cache of recent query vectors never answers: each one runs the text tower. Printed: errors,
 throughput, client-side p50/p95 latency (includes queueing behind the other clients: the server runs
 one query at a time), the server's own per-query time from its Server-Timing header (warm p50/p95),
 and the server's RSS (now and peak).
@@ -32,6 +33,17 @@ import numpy as np
 
 WORDS = ("cat dog bird frog owl tree house car boat beach snow night sunset flower city street river "
          "mountain red blue green yellow small large old new happy running sleeping flying").split()
+
+
+def distinct_queries(n: int) -> list[str]:
+    """n different queries of 1-3 words, some in the weighted syntax: all distinct, so the server's
+    cache of recent query vectors never answers and every query runs the text tower."""
+    import itertools
+
+    combos = [c for size in (1, 2, 3) for c in itertools.combinations(WORDS, size)]
+    rng = np.random.default_rng(1)
+    picked = rng.choice(len(combos), size=n, replace=False)
+    return [(" + " if rng.random() < 0.3 else " ").join(combos[i]) for i in picked]
 
 
 def packaged_checkpoint(folder: Path) -> Path:
@@ -127,11 +139,9 @@ def main() -> None:
         print(f"{args.type} index of {args.vectors:,} vectors built in {time.perf_counter() - start:.1f} s")
         proc, url = start_server(tmp_path / "index", tmp_path / "thumbs")
         try:
-            rng = np.random.default_rng(1)
             jobs: queue.Queue = queue.Queue()
-            for _ in range(args.queries):
-                words = rng.choice(WORDS, size=int(rng.integers(1, 4)), replace=False)
-                jobs.put(" ".join(words) if rng.random() < 0.7 else " + ".join(words))
+            for text in distinct_queries(args.queries):
+                jobs.put(text)
             results: list = []
             deadline = time.monotonic() + args.max_seconds
             threads = [threading.Thread(target=client, args=(url, jobs, results, deadline))

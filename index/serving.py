@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, TypeVar
@@ -68,10 +69,14 @@ def web_terms(text: str | None) -> list[Term]:
 class SearchService:
     """Answers info and search calls on a single worker thread (see the module docstring)."""
 
-    def __init__(self, index: Index, limits: Limits = Limits()) -> None:
+    def __init__(self, index: Index, limits: Limits = Limits(), cached_queries: int = 1024) -> None:
         self.index, self.limits = index, limits
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tmv-index")
         self._created: str | None = None
+        # Text query -> its vector, most recent last: the page asks for a query's images and its
+        # captions, and "More results" asks again, so the text tower runs once for all of them.
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cached_queries = cached_queries
 
     async def call(self, func: Callable[..., T], *args) -> T:
         """Run `func` on the worker thread, without blocking the event loop."""
@@ -90,8 +95,9 @@ class SearchService:
     def _current(self) -> dict:
         """The manifest now; reopens the index when it was rebuilt since the last call."""
         manifest = self.index.info()
-        if manifest.get("created") != self._created:
+        if manifest.get("created") != self._created:  # rebuilt, maybe with another model
             self.index.close()
+            self._vectors.clear()
             self._created = manifest.get("created")
         return manifest
 
@@ -117,6 +123,9 @@ class SearchService:
             vector = self.index.vector_of(query.like)
             if vector is None:
                 raise LookupError(f"no image with id {query.like} in the index (it may have been removed; search again)")
+        elif query.image is None and query.text in self._vectors:
+            vector = self._vectors[query.text]
+            self._vectors.move_to_end(query.text)
         else:
             terms = web_terms(query.text)
             if query.image is not None:
@@ -124,6 +133,10 @@ class SearchService:
             if not terms:
                 raise TmvError("give a query: text (q=...), an image (POST its bytes), or an image id (like=ID)")
             vector = self.index.embed_query(terms)
+            if query.image is None:
+                self._vectors[query.text] = vector
+                if len(self._vectors) > self._cached_queries:
+                    self._vectors.popitem(last=False)
         embedded = time.perf_counter()
         hits = self.index.search_vector(np.asarray(vector), k=query.offset + query.k + 1, texts=texts)
         page = hits[query.offset:query.offset + query.k]

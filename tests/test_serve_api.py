@@ -395,3 +395,19 @@ def test_cli_errors_before_loading_anything(tmp_path, served):
         busy.listen(1)
         result = CliRunner().invoke(cli, ["serve", "--index", str(folder), "--port", str(busy.getsockname()[1])])
     assert result.exit_code == 2 and "cannot listen on 127.0.0.1:" in result.output and "choose another --port" in result.output
+
+
+def test_a_text_query_is_embedded_once_for_its_pages_and_kinds(served, monkeypatch):
+    client, _, images, service = served
+    calls = []
+    real = service.index.embed_query
+    monkeypatch.setattr(service.index, "embed_query", lambda terms: calls.append(terms) or real(terms))
+    query = "a cached query + night:0.5"
+    first = client.get("/api/search", params={"q": query, "k": 3}).json()
+    again = [client.get("/api/search", params={"q": query, "k": 3, "offset": 3}),
+             client.get("/api/search", params={"q": query, "kind": "captions"}),
+             client.get("/api/search", params={"q": query, "k": 3})]
+    assert len(calls) == 1 and again[2].json() == first
+    for _ in range(2):  # uploads are not cached: each may be another image
+        client.post("/api/search", content=(images / "red.png").read_bytes())
+    assert len(calls) == 3
