@@ -10,8 +10,9 @@ packaged towers (MiniLM-L6 + EfficientNet-Lite0, untrained heads: realistic cost
 connection and send queries until --queries are done or --max-seconds pass. Every query is different,
 so the server's cache of recent query vectors never answers: each one runs the text tower. Printed: errors,
 throughput, client-side p50/p95 latency (includes queueing behind the other clients: the server runs
-one query at a time), the server's own per-query time from its Server-Timing header (warm p50/p95),
-and the server's RSS (now and peak).
+one query at a time), the server's own per-query time from its Server-Timing header (warm p50/p95,
+wall time and the worker thread's CPU time: on a busy machine the wall time grows, the CPU time
+hardly), and the server's RSS (now and peak).
 """
 
 from __future__ import annotations
@@ -112,12 +113,12 @@ def client(url: str, jobs: queue.Queue, results: list, deadline: float) -> None:
             body = response.read()
             ok = response.status == 200 and len(json.loads(body)["results"]) == 24
             timing = dict(part.strip().split(";dur=") for part in response.getheader("server-timing").split(","))
-            embed_ms, search_ms = float(timing["embed"]), float(timing["search"])
+            embed_ms, search_ms, cpu_ms = float(timing["embed"]), float(timing["search"]), float(timing["cpu"])
         except (OSError, http.client.HTTPException, ValueError, AttributeError, KeyError):
             conn.close()
             conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-            ok, embed_ms, search_ms = False, float("nan"), float("nan")
-        results.append(((time.perf_counter() - start) * 1000, embed_ms, search_ms, ok))
+            ok, embed_ms, search_ms, cpu_ms = False, float("nan"), float("nan"), float("nan")
+        results.append(((time.perf_counter() - start) * 1000, embed_ms, search_ms, cpu_ms, ok))
     conn.close()
 
 
@@ -157,15 +158,16 @@ def main() -> None:
             proc.terminate()
             proc.wait(30)
     latency = np.array([r[0] for r in results])
-    warm = np.array([r[1:3] for r in results[args.clients:] if r[3]])  # after each client's first
-    server, embed, search = warm.sum(axis=1), warm[:, 0], warm[:, 1]
-    errors = sum(not r[3] for r in results)
+    warm = np.array([r[1:4] for r in results[args.clients:] if r[4]])  # after each client's first
+    server, embed, search, cpu = warm[:, :2].sum(axis=1), warm[:, 0], warm[:, 1], warm[:, 2]
+    errors = sum(not r[4] for r in results)
     print(f"{len(results)} queries from {args.clients} clients in {wall:.1f} s: {len(results) / wall:.1f} queries/s, "
           f"{errors} errors")
     print(f"client latency p50 {np.percentile(latency, 50):.1f} ms, p95 {np.percentile(latency, 95):.1f} ms")
     print(f"server-side query, warm: p50 {np.percentile(server, 50):.1f} ms, p95 {np.percentile(server, 95):.1f} ms "
           f"(text embedding p50 {np.percentile(embed, 50):.1f} ms, FAISS search + catalogue p50 "
-          f"{np.percentile(search, 50):.1f} ms)")
+          f"{np.percentile(search, 50):.1f} ms); its CPU time p50 {np.percentile(cpu, 50):.1f} ms, "
+          f"p95 {np.percentile(cpu, 95):.1f} ms")
     print(f"machine load average while running: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"server RSS {rss:.0f} MB (peak {peak:.0f} MB)")
     if errors or len(results) < args.queries:

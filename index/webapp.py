@@ -146,7 +146,7 @@ def create_app(service: SearchService, thumbs: ThumbnailCache, allowed_hosts: se
         developer tools show it, and benchmarks/bench_serve.py reads it."""
         answer = await service.call(service.search, query)
         return Json(answer.body, headers={"server-timing": f"embed;dur={answer.embed_ms:.2f}, "
-                                                           f"search;dur={answer.search_ms:.2f}"})
+                                                           f"search;dur={answer.search_ms:.2f}, cpu;dur={answer.cpu_ms:.2f}"})
 
     async def search(request: Request) -> Response:
         if request.method == "GET":
