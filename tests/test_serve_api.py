@@ -260,6 +260,8 @@ def test_thumbnails_are_made_once_and_cached_across_restarts(served, tmp_path, m
         for _ in range(3):
             assert client.get("/api/thumb/2").status_code == 200
     assert len(made) == 1 and len(list((tmp_path / "cache").rglob("*.jpg"))) == 1
+    index_files = {p.name for p in folder.iterdir()} - {"catalog.sqlite-wal", "catalog.sqlite-shm"}
+    assert index_files == {"manifest.json", "catalog.sqlite", "lock", "images.9.faiss", "captions.3.faiss"}
 
     unwritable = tmp_path / "file-not-folder"
     unwritable.write_text("x")
