@@ -10,6 +10,7 @@ from .eval_cmd import eval_cmd
 from .index_cmd import index
 from .score_cmd import score
 from .search_cmd import search
+from .serve_cmd import serve
 from .train_cmd import train
 
 
@@ -23,6 +24,7 @@ cli.add_command(train)
 cli.add_command(index)
 cli.add_command(search)
 cli.add_command(score)
+cli.add_command(serve)
 cli.add_command(eval_cmd, name="eval")
 
 

@@ -24,3 +24,6 @@ tmv search --image "$example" --texts --index runs/tux/index -k 3
 
 echo "== held-out retrieval (152 stamps neither trained on nor used to choose the checkpoint)"
 tmv eval --checkpoint runs/tux --data data/tux/test.tsv --recall 1 5 10
+
+echo "== browse the held-out index in a web page (Ctrl-C stops it):"
+echo "  source .venv/bin/activate && tmv serve --index runs/tux/index     # then open http://127.0.0.1:8000/"

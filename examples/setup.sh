@@ -11,6 +11,7 @@ apt_packages=()
 [ -d /usr/share/tuxpaint/stamps ] || apt_packages+=(tuxpaint-stamps-default)
 [ -d /usr/share/datasets/fashion-mnist ] || apt_packages+=(dataset-fashion-mnist)
 command -v chromium >/dev/null || apt_packages+=(chromium)
+command -v chromedriver >/dev/null || apt_packages+=(chromium-driver)
 "$python" -c 'import ensurepip, venv' 2>/dev/null || apt_packages+=(python3-venv)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   as_root apt-get update -qq

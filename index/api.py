@@ -219,6 +219,24 @@ class Index:
 
         return evaluate_index(self.searcher(), pairs, embedded, ks)
 
+    # --------------------------------------------------- by catalogue id (for `tmv serve`)
+
+    def folders(self) -> list[str]:
+        """The folders indexed so far (what a bare `tmv index` re-scans)."""
+        return self.searcher().catalog.roots()
+
+    def label_of(self, id: int, texts: bool = False) -> str | None:
+        """The path of image `id` (the caption of caption `id` with `texts=True`); None when gone."""
+        return self.searcher().catalog.labels("captions" if texts else "images", [id]).get(id)
+
+    def vector_of(self, id: int, texts: bool = False) -> np.ndarray | None:
+        """The stored embedding of image (or caption) `id`, for "more like this"; None when gone."""
+        catalog, kind = self.searcher().catalog, "captions" if texts else "images"
+        with catalog.snapshot():
+            if id not in catalog.labels(kind, [id]):
+                return None
+            return catalog.vectors(kind, [id], self.searcher().manifest["embed_dim"])[0]
+
     def close(self) -> None:
         self._close_searcher()
 

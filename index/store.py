@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,10 +107,11 @@ class IndexStore:
 
     def create(self, model: ModelInfo, spec: IndexSpec, extra: dict | None = None) -> dict:
         """A fresh manifest for an empty index (the caller holds the lock); `extra` adds keys from the
-        start, such as a shard's identity (shard.py), so no crash can leave a manifest without them."""
+        start, such as a shard's identity (shard.py), so no crash can leave a manifest without them.
+        `instance` names this creation: a rebuild within the same second as `created` is still another index."""
         manifest = {"format": FORMAT, "model": model.to_dict(), "embed_dim": model.embed_dim, "metric": METRIC,
                     "spec": spec.to_dict(), "indexes": {}, "counts": {"images": 0, "captions": 0, "skipped": 0},
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {})}
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "instance": uuid.uuid4().hex, **(extra or {})}
         self.write_manifest(manifest)
         return manifest
 
