@@ -90,10 +90,11 @@ def _zeroshot_tables(title: str, result) -> list:
 
 
 def _checkpoint_record(path, meta: dict) -> dict:
-    from tinymvlm.evaluate import run_config
+    from tinymvlm.run import run_config
 
+    config = run_config(path)
     return {"path": str(path), "fingerprint": meta.get("fingerprint"), "model_config": meta.get("model_config"),
-            "image_arch": meta.get("image_arch"), "info": meta.get("info"), "run_config": run_config(path)}
+            "image_arch": meta.get("image_arch"), "info": meta.get("info"), "run_config": config.to_dict() if config else None}
 
 
 @click.command(cls=_EvalCommand)
@@ -148,7 +149,8 @@ def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, checkpoint: str 
         raise TmvError(f"--limit must be positive, not {limit}")
 
     from tinymvlm.atomic import write_text
-    from tinymvlm.checkpoint import load_checkpoint, read_metadata, resolve_checkpoint
+    from tinymvlm.checkpoint import load_checkpoint, read_metadata
+    from tinymvlm.run import resolve_checkpoint
     from tinymvlm.evaluate import EvalSettings
     from tinymvlm.metrics import check_ks
     from tinymvlm.distributed import resolve_device
@@ -185,11 +187,11 @@ def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, checkpoint: str 
 def _retrieval_data(path, data, split, image_root, image_column, caption_column, limit):
     """The evaluation pairs: --data (its test split for datasets), else the checkpoint's run validation set."""
     from tinymvlm.data import load_pairs, require_pairs
-    from tinymvlm.evaluate import run_validation_pairs
+    from tinymvlm.run import validation_pairs
     from tinymvlm.zeroshot import spread
 
     if data is None:
-        pairs = run_validation_pairs(path)
+        pairs = validation_pairs(path)
         err.print(f"evaluating on the run's validation data: {pairs.name}", markup=False)
     else:
         pairs = require_pairs(load_pairs(data, image_root, image_column, caption_column, split or "test"))

@@ -16,7 +16,8 @@ from tinymvlm.checkpoint import STATE_PREFIX
 from tinymvlm.cli.main import cli
 from tinymvlm.config import ModelConfig
 from tinymvlm.loss import contrastive_loss, local_contrastive_loss
-from tinymvlm.train import TrainConfig, train
+from tinymvlm.config import TrainConfig
+from tinymvlm.train import train
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
 

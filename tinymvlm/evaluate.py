@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -139,44 +138,6 @@ def evaluate(model: TinyClip, tokenizer, pairs: PairSet, batch_size: int = 64, p
     images = None if features is None else model.project_image(features.to(device)).float().cpu().numpy()
     settings = EvalSettings(batch_size, precision, str(device), workers)
     return evaluate_retrieval(model, tokenizer, pairs, ks, settings, images=images).metrics
-
-
-# ------------------------------------------------------------------------------ a run's own data
-
-
-def run_config(checkpoint: str | Path) -> dict | None:
-    """The training config saved beside a checkpoint (its run folder's config.yaml), if any."""
-    import yaml
-
-    from .train import CONFIG
-
-    path = Path(checkpoint).parent / CONFIG
-    if not path.is_file():
-        return None
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise TmvError(f"cannot read {path}: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(loaded, dict):
-        raise TmvError(f"{path} is not a training config (expected a mapping)")
-    return loaded
-
-
-def run_validation_pairs(checkpoint: str | Path) -> PairSet:
-    """The validation set of the run a checkpoint belongs to, split exactly as training split it."""
-    from .train import CONFIG, TrainConfig, load_validation
-
-    config = run_config(checkpoint)
-    if config is None:
-        raise TmvError(f"{checkpoint} has no {CONFIG} beside it, so its validation data is unknown; pass --data")
-    try:
-        cfg = TrainConfig(**config)
-    except TypeError as exc:
-        raise TmvError(f"{Path(checkpoint).parent / CONFIG}: not a training config ({exc})") from exc
-    val = load_validation(cfg)
-    if val is None:
-        raise TmvError(f"the run of {checkpoint} trained without validation data (val_fraction 0); pass --data")
-    return val
 
 
 # ------------------------------------------------------------------------------- through an index
