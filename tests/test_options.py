@@ -73,6 +73,8 @@ def test_wrong_types_and_choices_are_one_line_errors(tmp_path):
     file.write_text("epochs: ten\n")
     with pytest.raises(TmvError, match=f"config {file}: epochs must be int, not 'ten'"):
         read_config(file)
+    file.write_text("lr: 1e-3\n")  # YAML 1.1 reads this as a string
+    assert read_config(file).lr == 0.001
     file.write_text("precision: fp16\n")
     with pytest.raises(TmvError, match="precision must be one of auto, fp32, bf16, not 'fp16'"):
         read_config(file)

@@ -99,6 +99,11 @@ def _checked(option: Option, value: Any, where: str) -> Any:
         return value
     if option.type is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if option.type in (int, float) and isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
+        try:
+            return option.type(value)
+        except ValueError:
+            pass
     raise TmvError(f"{where}: {option.name} must be {option.type.__name__}, not {value!r}")
 
 
