@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from tinymvlm.config import TrainConfig
-
 from .console import err, friendly_errors, setup_logging, warn_skipped
 
 
@@ -57,30 +55,43 @@ class RichReporter:
             self.progress.stop()
 
 
-def config_options(cls: type):
+def config_params(cls: type) -> list[click.Option]:
     """One click option per option of a config dataclass, with the field's default and help: the
     flags cannot drift from the config."""
     from tinymvlm.options import options_of
 
-    def decorate(func):
-        for option in reversed(options_of(cls)):
-            if option.type is bool:
-                off = option.off or "--no-" + option.flag[2:]
-                decl = click.option(f"{option.flag}/{off}", option.name, default=option.default, show_default=True,
-                                    help=option.help)
-            else:
-                kind = click.Choice(option.choices) if option.choices else option.type
-                decl = click.option(option.flag, option.name, type=kind, default=option.default,
-                                    show_default=option.default is not None, help=option.help)
-            func = decl(func)
-        return func
-
-    return decorate
+    params = []
+    for option in options_of(cls):
+        if option.type is bool:
+            off = option.off or "--no-" + option.flag[2:]
+            params.append(click.Option([f"{option.flag}/{off}", option.name], default=option.default,
+                                       show_default=True, help=option.help))
+        else:
+            kind = click.Choice(option.choices) if option.choices else option.type
+            params.append(click.Option([option.flag, option.name], type=kind, default=option.default,
+                                       show_default=option.default is not None, help=option.help))
+    return params
 
 
-@click.command()
+class _TrainCommand(click.Command):
+    """`tmv train` with TrainConfig's options after `--config`, built when first needed: the config
+    imports the towers' defaults (and torch), which listing the commands must not."""
+
+    @property
+    def params(self) -> list[click.Parameter]:
+        if self._all is None:
+            from tinymvlm.config import TrainConfig
+
+            self._all = self._own[:1] + config_params(TrainConfig) + self._own[1:]
+        return self._all
+
+    @params.setter
+    def params(self, value: list[click.Parameter]) -> None:
+        self._own, self._all = value, None
+
+
+@click.command(cls=_TrainCommand)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML file of options; flags override it.")
-@config_options(TrainConfig)
 @click.option("--nproc", type=int,
               help="Train in N processes on this machine (one per GPU; gloo on CPU), started as torchrun would.")
 @click.option("-v", "--verbose", is_flag=True, help="Show informational log messages.")
@@ -89,6 +100,7 @@ def config_options(cls: type):
 def train(ctx: click.Context, config_path: str | None, verbose: bool, nproc: int | None, **params) -> None:
     """Train a contrastive image-text model and write checkpoints to a run folder."""
     setup_logging(verbose)
+    from tinymvlm.config import TrainConfig
     from tinymvlm.distributed import is_main_process
     from tinymvlm.options import from_flat
     from tinymvlm.run import read_options
