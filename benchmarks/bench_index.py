@@ -92,7 +92,8 @@ def main() -> None:
 
     import torch
 
-    from tinymvlm.checkpoint import load_checkpoint, resolve_checkpoint
+    from tinymvlm.checkpoint import load_checkpoint
+    from tinymvlm.run import resolve_checkpoint
     from tinymvlm.embed import draft_size
     from tinymvlm.index import Index
     from tinymvlm.runtime import Runtime

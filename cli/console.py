@@ -59,6 +59,10 @@ def friendly_errors(func: Callable) -> Callable:
         except TmvError as exc:
             from rich.markup import escape
 
+            from tinymvlm.distributed import record_failure
+
+            if record_failure(str(exc)):  # a process of `--nproc`: its launcher reports the first failure
+                sys.exit(2)
             err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             sys.exit(2)
         except KeyboardInterrupt:

@@ -142,8 +142,9 @@ def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, checkpoint: str 
         raise TmvError(f"--limit must be positive, not {limit}")
 
     from tinymvlm.atomic import write_text
-    from tinymvlm.checkpoint import load_checkpoint, read_metadata, resolve_checkpoint
+    from tinymvlm.checkpoint import load_checkpoint, read_metadata
     from tinymvlm.evaluate import evaluation_record
+    from tinymvlm.run import resolve_checkpoint
     from tinymvlm.metrics import check_ks
     from tinymvlm.runtime import Runtime
 
@@ -175,11 +176,11 @@ def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, checkpoint: str 
 def _retrieval_data(path, data, split, image_root, image_column, caption_column, limit):
     """The evaluation pairs: --data (its test split for datasets), else the checkpoint's run validation set."""
     from tinymvlm.data import load_pairs, require_pairs
-    from tinymvlm.evaluate import run_validation_pairs
+    from tinymvlm.run import validation_pairs
     from tinymvlm.zeroshot import spread
 
     if data is None:
-        pairs = run_validation_pairs(path)
+        pairs = validation_pairs(path)
         err.print(f"evaluating on the run's validation data: {pairs.name}", markup=False)
     else:
         pairs = require_pairs(load_pairs(data, image_root, image_column, caption_column, split or "test"))

@@ -196,14 +196,10 @@ def _merged(report) -> None:
 
 def _launch(ctx: click.Context, nproc: int) -> None:
     """`--nproc N`: this same command in N processes through torchrun's machinery (which merge)."""
-    import sys
     import tempfile
 
     from tinymvlm import distributed
-    from tinymvlm.errors import TmvError
 
-    if nproc < 1:
-        raise TmvError(f"--nproc must be 1 or more, not {nproc}")
     options, paths = [], []
     for param in ctx.command.params:
         value = ctx.params[param.name]
@@ -216,11 +212,6 @@ def _launch(ctx: click.Context, nproc: int) -> None:
         else:
             for item in value if param.multiple else [value]:
                 options += [param.opts[0], str(item)]
-    args = options + paths
     with tempfile.TemporaryDirectory(prefix="tmv-launch-") as tmp:
-        failed = distributed.launch(nproc, ["-m", "tinymvlm.cli", "index", *args], tmp)
-    if failed and set(failed.values()) == {2}:
-        sys.exit(2)  # the failing processes have printed their one-line errors
-    if failed:
-        rank = min(failed)
-        raise TmvError(f"indexing process {rank} of {nproc} failed with exit status {failed[rank]}; see its output above")
+        distributed.launch(nproc, ["-m", "tinymvlm.cli", "index", *options, *paths], tmp, "indexing",
+                           ctx.params["verbose"])

@@ -59,7 +59,8 @@ def score(images, captions, captions_file, checkpoint, as_json, precision, devic
         texts += [line.strip() for line in lines if line.strip()]
     from dataclasses import replace
 
-    from tinymvlm.checkpoint import load_checkpoint, resolve_checkpoint
+    from tinymvlm.checkpoint import load_checkpoint
+    from tinymvlm.run import resolve_checkpoint
     from tinymvlm.runtime import Runtime
     from tinymvlm.score import check_inputs, score_images
 

@@ -22,7 +22,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tinymvlm.checkpoint import load_checkpoint, read_metadata, resolve_checkpoint
+from tinymvlm.checkpoint import load_checkpoint, read_metadata
+from tinymvlm.run import resolve_checkpoint
 from tinymvlm.data import FileImages
 from tinymvlm.embed import embed_texts, image_batches
 from tinymvlm.errors import TmvError

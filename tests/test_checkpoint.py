@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 import tinymvlm
-from tinymvlm.checkpoint import load_checkpoint, read_metadata, resolve_checkpoint
+from tinymvlm.checkpoint import load_checkpoint, read_metadata
+from tinymvlm.run import resolve_checkpoint
 from tinymvlm.errors import TmvError
 
 

@@ -25,13 +25,13 @@ def test_help_lists_every_command():
 def test_yaml_config_with_flag_overrides_is_saved_resolved(tiny_model_config, colour_folder, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"data": str(colour_folder), "epochs": 3, "batch_size": 4, "val_fraction": 0.0,
-                                      "model": {"head": "mlp"}}))
+                                      "head": "linear"}))
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["train", "--config", str(config), "--epochs", "1", "--out-dir", str(out),
                                       *_tiny_flags(tiny_model_config)])
     assert result.exit_code == 0, result.output
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["epochs"] == 1 and saved["batch_size"] == 4 and saved["model"]["head"] == "mlp"
+    assert saved["epochs"] == 1 and saved["batch_size"] == 4 and saved["head"] == "linear"
     assert (out / "best.safetensors").is_file()
 
 
@@ -40,7 +40,7 @@ def test_unknown_yaml_key_is_a_one_line_error(tmp_path):
     config.write_text("epochz: 3\n")
     result = CliRunner().invoke(cli, ["train", "--config", str(config)])
     assert result.exit_code == 2
-    assert result.output.strip() == "error: unknown option(s) in config: epochz"
+    assert result.output.strip() == f"error: unknown option(s) in config {config}: epochz"
 
 
 def test_wrong_data_path_is_a_one_line_error(tmp_path):

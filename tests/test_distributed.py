@@ -15,8 +15,10 @@ from click.testing import CliRunner
 from tinymvlm.checkpoint import STATE_PREFIX
 from tinymvlm.cli.main import cli
 from tinymvlm.config import ModelConfig
+from tinymvlm.errors import TmvError
 from tinymvlm.loss import contrastive_loss, local_contrastive_loss
-from tinymvlm.train import TrainConfig, train
+from tinymvlm.config import TrainConfig
+from tinymvlm.train import train
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
 
@@ -150,10 +152,44 @@ def test_torchrun_with_local_loss_accumulation_locked_tower_and_resume(model_con
     assert _max_difference(single / "latest.safetensors", ddp / "latest.safetensors") < 1e-4
 
 
-def test_a_failing_run_under_nproc_is_one_line_from_rank_0(tmp_path):
+def test_a_failing_run_under_nproc_is_one_line(tmp_path):
     result = _run(["-m", "tinymvlm.cli", "train", "--nproc", "2", "--data", str(tmp_path / "absent.tsv")])
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: --data {tmp_path / 'absent.tsv'}: no such file or folder"
+
+
+def test_the_launcher_reports_the_first_real_failure_not_a_process_it_stopped(tmp_path):
+    """Rank 1 fails; rank 0 waits for a signal and is stopped by the launcher with SIGTERM (the
+    order that used to add a second line about rank 0's status -15)."""
+    from tinymvlm.distributed import launch
+
+    script = tmp_path / "job.py"
+    script.write_text("import os, signal, sys\n"
+                      "from tinymvlm.distributed import record_failure\n"
+                      "if os.environ['RANK'] == '1':\n"
+                      "    record_failure('rank 1 found a problem')\n"
+                      "    sys.exit(2)\n"
+                      "signal.pause()\n", encoding="utf-8")
+    with pytest.raises(TmvError) as caught:
+        launch(2, [str(script)], str(tmp_path), "test")
+    assert str(caught.value) == "rank 1 found a problem"
+    script.write_text("import os, sys\nsys.exit(3 if os.environ['RANK'] == '1' else 0)\n", encoding="utf-8")
+    with pytest.raises(TmvError, match="^test process 1 of 2 failed with exit status 3; see its output above$"):
+        launch(2, [str(script)], str(tmp_path), "test")
+
+
+def test_the_first_failure_is_the_earliest_recorded_error_never_a_stopped_process():
+    import signal
+
+    from tinymvlm.distributed import Failure, first_failure
+
+    stopped = Failure(0, -signal.SIGTERM)
+    late, early = Failure(1, 2, "late", 20), Failure(2, 2, "early", 10)
+    assert first_failure([stopped, late, early]) == early
+    assert first_failure([stopped, Failure(3, 1)]) == Failure(3, 1)
+    assert first_failure([Failure(1, -signal.SIGTERM), stopped]) == stopped  # all stopped: the lowest rank
+    assert first_failure([stopped, Failure(1, -signal.SIGKILL)]) == Failure(1, -signal.SIGKILL)
+    assert first_failure([]) is None
 
 
 def test_bad_process_counts_are_one_line_errors(monkeypatch):

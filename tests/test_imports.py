@@ -15,7 +15,7 @@ PACKAGES = {"tinymvlm": "tinymvlm", "tinymvlm.index": "index", "tinymvlm.cli": "
 
 # Cycles that other changes of issue #12 break up: the tokenizer module and the run module. Each
 # entry must still be a cycle (the test says when one is gone, so that it is removed from here).
-PENDING = [{"tinymvlm.embed", "tinymvlm.model", "tinymvlm.prior"}, {"tinymvlm.evaluate", "tinymvlm.train"}]
+PENDING = [{"tinymvlm.embed", "tinymvlm.model", "tinymvlm.prior"}]
 
 
 def modules() -> dict[str, Path]:

@@ -159,6 +159,17 @@ def test_two_torchrun_processes_give_the_one_process_index(tmp_path, collection,
     assert_same_index(out, reference, [images / "black.png", images / "nested" / "deeper" / "blue.jpg"], tiny_checkpoint)
 
 
+def test_a_failing_index_under_nproc_is_one_line(tmp_path, colour_folder):
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", COLUMNS="200")
+    absent = tmp_path / "absent.safetensors"
+    result = subprocess.run([sys.executable, "-m", "tinymvlm.cli", "index", "--nproc", "2", str(colour_folder),
+                             "--index", str(tmp_path / "idx"), "--checkpoint", str(absent), *FLAGS],
+                            env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: checkpoint {absent} does not exist"
+
+
 def test_shards_embedded_on_a_gpu_merge_to_the_one_process_index(tmp_path, collection, tiny_checkpoint):
     import torch
 

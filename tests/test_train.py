@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from tinymvlm.checkpoint import load_checkpoint, read_metadata
-from tinymvlm.train import Reporter, TrainConfig, lr_factor, train
+from tinymvlm.config import TrainConfig
+from tinymvlm.optim import lr_factor
+from tinymvlm.train import Reporter, train
 
 
 def _config(tiny_model_config, data: Path, out: Path, **overrides) -> TrainConfig:
@@ -114,11 +116,11 @@ def test_smaller_training_crops_are_refused_for_a_fixed_size_tower(tiny_model_co
 
 
 def test_gradient_checkpointing_trains_exactly_as_without(tiny_model_config, colour_folder, tmp_path, monkeypatch):
-    import tinymvlm.train as training
+    from tinymvlm import freeze
 
     towers = []
-    enable = training._checkpoint_activations
-    monkeypatch.setattr(training, "_checkpoint_activations", lambda model: (enable(model), towers.append(model)))
+    enable = freeze.checkpoint_activations
+    monkeypatch.setattr(freeze, "checkpoint_activations", lambda model: (enable(model), towers.append(model)))
     runs = [train(_config(tiny_model_config, colour_folder, tmp_path / str(flag), epochs=2, lock_image=False,
                           val_data=None, val_fraction=0.0, grad_checkpointing=flag))
             for flag in (False, True)]

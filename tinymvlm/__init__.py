@@ -10,7 +10,8 @@ __version__ = "0.1.0"
 def load(path: str | Path | None = None, device: str = "cpu"):
     """Return `(model, preprocess, tokenizer)` for a checkpoint file or run folder (its best
     checkpoint); None means the latest run's best. The contract CLIP_benchmark-style tools use."""
-    from .checkpoint import load_checkpoint, resolve_checkpoint
+    from .checkpoint import load_checkpoint
+    from .run import resolve_checkpoint
     from .transform import build_transforms
 
     model, tokenizer, _ = load_checkpoint(resolve_checkpoint(path))

@@ -25,8 +25,6 @@ from .prior import LabelPrior
 
 FORMAT = "tinymvlm-checkpoint/1"
 STATE_PREFIX = "trainer."
-BEST = "best.safetensors"
-LATEST = "latest.safetensors"
 PRIOR_KEY = "label_prior.label_text"
 PRIOR_CLASSIFIER_KEY = "label_prior.classifier.weight"
 
@@ -130,29 +128,3 @@ def load_checkpoint(path: str | Path, with_state: bool = False):
     model.eval()
     tokenizer = load_tokenizer(meta)
     return (model, tokenizer, meta, state) if with_state else (model, tokenizer, meta)
-
-
-def runs_root() -> Path:
-    import os
-
-    return Path(os.environ.get("TMV_RUNS", "runs"))
-
-
-def resolve_checkpoint(path: str | Path | None) -> Path:
-    """A checkpoint file as given; a run folder means its best checkpoint; None means the best
-    checkpoint of the most recently trained run under ./runs (or $TMV_RUNS)."""
-    if path is None:
-        root = runs_root()
-        runs = sorted((p for p in root.glob("*/" + LATEST)), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
-        if not runs:
-            raise TmvError(f"no trained run found under {root}/; train one with 'tmv train' or pass --checkpoint")
-        path = runs[-1].parent
-    path = Path(path)
-    if path.is_dir():
-        for name in (BEST, LATEST):
-            if (path / name).is_file():
-                return path / name
-        raise TmvError(f"run folder {path} holds no {BEST} or {LATEST}")
-    if not path.exists():
-        raise TmvError(f"checkpoint {path} does not exist")
-    return path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Iterator
@@ -150,10 +151,51 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     return _GatherWithGrad.apply(tensor) if active() else tensor
 
 
-def launch(nproc: int, args: list[str], log_dir: str) -> dict[int, int]:
+LAUNCHED = "TMV_LAUNCHED"  # set for the processes `launch` starts: they leave error reports to it
+
+
+def record_failure(message: str) -> bool:
+    """In a process started by `launch`: hand this process's one-line error to the launcher (which
+    reports the first real failure of all its processes) instead of printing it. False elsewhere:
+    the caller prints it itself."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not os.environ.get(LAUNCHED) or not path:
+        return False
+    import json
+    import time
+
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump({"message": message, "timestamp": int(time.time()), "tmv_time_ns": time.time_ns()}, fh)
+    return True
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How one launched process ended badly: exit status (negative: killed by that signal), and the
+    one-line error it recorded (`record_failure`), with when."""
+
+    rank: int
+    exitcode: int
+    message: str | None = None
+    time_ns: int | None = None
+
+
+def first_failure(failures: list[Failure]) -> Failure | None:
+    """The failure that caused the others. When a process fails, the launcher stops the rest with
+    SIGTERM, so those are never the cause while another failed; among the rest, the first error
+    recorded, then the lowest rank."""
+    if not failures:
+        return None
+    real = [f for f in failures if f.exitcode != -signal.SIGTERM] or failures
+    return min(real, key=lambda f: (f.time_ns is None, f.time_ns or 0, f.rank))
+
+
+def launch(nproc: int, args: list[str], log_dir: str, what: str, verbose: bool = False) -> None:
     """Run `python -u ARGS` in `nproc` processes on this machine through torchrun's own machinery
-    (as `torchrun --standalone --nproc_per_node N -m ...`). Returns {rank: exit status} of the
-    processes that failed; empty when all succeeded. Each gets OMP_NUM_THREADS cores / N unless set."""
+    (as `torchrun --standalone --nproc_per_node N -m ...`); each gets OMP_NUM_THREADS cores / N
+    unless set. If any fails, raises one TmvError for the first real failure: its own one-line
+    error, or which `what` process failed with which status."""
+    import logging
     import sys
     import uuid
 
@@ -161,17 +203,32 @@ def launch(nproc: int, args: list[str], log_dir: str) -> dict[int, int]:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    if nproc < 1:
+        raise TmvError(f"--nproc must be 1 or more, not {nproc}")
+    if "WORLD_SIZE" in os.environ:
+        raise TmvError("--nproc starts its own processes; under torchrun leave it out")
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
                           logs_specs=DefaultLogsSpecs(log_dir=log_dir))
-    threads_set = "OMP_NUM_THREADS" in os.environ
-    if not threads_set:
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    elastic_log = logging.getLogger("torch.distributed.elastic")
+    level = elastic_log.level
+    if not verbose:  # the launcher's own lines (e.g. that it stops the other processes); ours follow
+        elastic_log.setLevel(logging.CRITICAL)
+    env = {LAUNCHED: "1"}
+    if "OMP_NUM_THREADS" not in os.environ:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    os.environ.update(env)
     try:
         elastic_launch(config, sys.executable)("-u", *args)
+        return
     except ChildFailedError as exc:
-        return {rank: failure.exitcode for rank, failure in exc.failures.items()}
+        failures = [Failure(rank, f.exitcode, f.message if f.error_file_data.get("tmv_time_ns") else None,
+                            f.error_file_data.get("tmv_time_ns")) for rank, f in exc.failures.items()]
     finally:
-        if not threads_set:
-            del os.environ["OMP_NUM_THREADS"]
-    return {}
+        for name in env:
+            del os.environ[name]
+        elastic_log.setLevel(level)
+    first = first_failure(failures)
+    if first.message:
+        raise TmvError(first.message)
+    raise TmvError(f"{what} process {first.rank} of {nproc} failed with exit status {first.exitcode}; see its output above")

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .errors import first_line
 from .model import TinyClip
-from .runtime import Runtime, autocast, resolve_precision  # noqa: F401  train.py's names, until it imports runtime
+from .runtime import Runtime
 from .transform import build_transforms
 
 TEXT_BATCH = 256  # captions are cheap: at least this many a batch, whatever the image batch size

@@ -102,31 +102,17 @@ def evaluate(model: TinyClip, tokenizer, pairs: PairSet, batch_size: int = 64, p
     return evaluate_retrieval(model, tokenizer, pairs, ks, runtime, images=images).metrics
 
 
-# ------------------------------------------------------------------------------ a run's own data
-
-
-def run_config(checkpoint: str | Path) -> dict | None:
-    """The training config saved beside a checkpoint (its run folder's config.yaml), if any."""
-    import yaml
-
-    from .train import CONFIG
-
-    path = Path(checkpoint).parent / CONFIG
-    if not path.is_file():
-        return None
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise TmvError(f"cannot read {path}: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(loaded, dict):
-        raise TmvError(f"{path} is not a training config (expected a mapping)")
-    return loaded
+# ------------------------------------------------------------------------------ evaluation records
 
 
 def checkpoint_record(path: str | Path, meta: dict) -> dict:
     """What an evaluation record states about the checkpoint: its identity and its run's config."""
+    from .run import run_config
+
+    config = run_config(path)
     return {"path": str(path), "fingerprint": meta.get("fingerprint"), "model_config": meta.get("model_config"),
-            "image_arch": meta.get("image_arch"), "info": meta.get("info"), "run_config": run_config(path)}
+            "image_arch": meta.get("image_arch"), "info": meta.get("info"),
+            "run_config": config.to_dict() if config else None}
 
 
 def evaluation_record(checkpoint: str | Path, meta: dict, runtime: Runtime, task: dict, source: str | None,
@@ -136,20 +122,3 @@ def evaluation_record(checkpoint: str | Path, meta: dict, runtime: Runtime, task
     record = {"checkpoint": checkpoint_record(checkpoint, meta), "settings": runtime.to_dict(), **task}
     record["dataset"].update({"source": source, "split": split, "limit": limit})
     return record
-
-
-def run_validation_pairs(checkpoint: str | Path) -> PairSet:
-    """The validation set of the run a checkpoint belongs to, split exactly as training split it."""
-    from .train import CONFIG, TrainConfig, load_validation
-
-    config = run_config(checkpoint)
-    if config is None:
-        raise TmvError(f"{checkpoint} has no {CONFIG} beside it, so its validation data is unknown; pass --data")
-    try:
-        cfg = TrainConfig(**config)
-    except TypeError as exc:
-        raise TmvError(f"{Path(checkpoint).parent / CONFIG}: not a training config ({exc})") from exc
-    val = load_validation(cfg)
-    if val is None:
-        raise TmvError(f"the run of {checkpoint} trained without validation data (val_fraction 0); pass --data")
-    return val
