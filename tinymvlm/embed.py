@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .model import TinyClip
+from .tokenizer import tokenize
 
 
 def cpu_has_native_bf16() -> bool:
@@ -35,12 +36,6 @@ def autocast(device: str | torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def tokenize(tokenizer, texts: Sequence[str], context_length: int, pad_to_max: bool = False) -> dict[str, torch.Tensor]:
-    """Truncate to the context length; pad to the longest caption of the batch (or to the maximum)."""
-    return dict(tokenizer(list(texts), padding="max_length" if pad_to_max else "longest", truncation=True,
-                          max_length=context_length, return_tensors="pt"))
 
 
 @torch.inference_mode()

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from .tokenizer import tokenize
+
 if TYPE_CHECKING:
     from .model import TinyClip
 
@@ -50,8 +52,6 @@ class LabelPrior(nn.Module):
 @torch.no_grad()
 def build_label_prior(model: "TinyClip", tokenizer, classifier: nn.Linear, names: list[str]) -> LabelPrior:
     """Embed every class name with the model's text tower as it is now (pretrained, in eval mode)."""
-    from .embed import tokenize  # embed imports the model, which imports this module
-
     was_training = model.text_tower.training
     model.text_tower.eval()
     rows = []
