@@ -91,9 +91,17 @@ class Index:
         progress = progress or Progress()
         embed = embed or EmbedConfig(device=self.device, precision=self.precision)
         report = IndexReport()
+        # Inputs first, so a failing command creates nothing: no index folder, no lock file.
+        info = self.model_info()  # resolved before a rebuild removes the manifest that names the checkpoint
+        roots = normalise_roots(paths) if paths else []
+        for caption_file in captions:
+            if not Path(caption_file).expanduser().is_file():
+                raise TmvError(f"--captions {caption_file}: no such file")
+        if not paths and not captions and not self.store.exists():
+            raise TmvError(f"nothing to index: give image folders (tmv index PATH) or --captions FILE; "
+                           f"{self.folder} holds no index yet")
         with IndexLock(self.folder, wait=wait):
             self._close_searcher()
-            info = self.model_info()  # resolved before a rebuild removes the manifest that names the checkpoint
             if rebuild and self.store.folder.exists():
                 self.store.wipe()
             if self.store.exists():
@@ -107,7 +115,6 @@ class Index:
             spec = IndexSpec(**manifest["spec"])
             catalog = Catalog(self.store.catalog_path)
             try:
-                roots = normalise_roots(paths) if paths else []
                 if not paths and not captions:
                     roots = [r for r in catalog.roots() if Path(r).exists()]
                     if not roots:
