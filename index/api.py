@@ -202,12 +202,14 @@ class Index:
         return combine(terms, rows)
 
     def search(self, query: str | None = None, image: str | Path | Sequence[str | Path] | None = None, k: int = 10,
-               texts: bool = False, nprobe: int | None = None, ef_search: int | None = None) -> list[Hit]:
-        """Top-k images (or captions with `texts=True`) for a text expression and/or query image(s)."""
+               texts: bool = False, nprobe: int | None = None, ef_search: int | None = None,
+               literal: bool = False) -> list[Hit]:
+        """Top-k images (or captions with `texts=True`) for a query (the grammar in query.py; `literal`:
+        the whole text as one phrase) and/or query image(s)."""
         images = [] if image is None else [str(image)] if isinstance(image, (str, Path)) else [str(i) for i in image]
-        searcher = self.searcher()
-        vector = self.embed_query(parse_query(query, images))
-        return searcher.search(vector, k, "captions" if texts else "images", nprobe, ef_search)
+        terms = parse_query(query, images, literal)  # a bad query fails before the index is opened
+        searcher = self.searcher()  # a model mismatch fails before the model is loaded
+        return searcher.search(self.embed_query(terms), k, "captions" if texts else "images", nprobe, ef_search)
 
     def search_vector(self, vector: np.ndarray, k: int = 10, texts: bool = False, nprobe: int | None = None,
                       ef_search: int | None = None) -> list[Hit]:
