@@ -9,6 +9,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+from tinymvlm.errors import TmvError
+from tinymvlm.index.lock import IndexLock
 from tinymvlm.index.store import default_index_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +44,11 @@ def test_default_index_folder_follows_the_platform(tmp_path):
         real, sys.platform = sys.platform, "darwin"
         import platformdirs
         sys.platform = real
-        from tinymvlm.index.store import default_index_dir
+        import pytest
+
+from tinymvlm.errors import TmvError
+from tinymvlm.index.lock import IndexLock
+from tinymvlm.index.store import default_index_dir
         print(default_index_dir())
     """, tmp_path)
     assert Path(where) == tmp_path / "Library" / "Application Support" / "tinymvlm" / "index"
@@ -66,3 +74,12 @@ def test_index_and_its_lock_work_without_fcntl(tmp_path):
 def test_no_module_of_ours_imports_fcntl():
     sources = [p for folder in ("tinymvlm", "index", "cli") for p in (ROOT / folder).rglob("*.py")]
     assert sources and not [p for p in sources if "import fcntl" in p.read_text(encoding="utf-8")]
+
+
+def test_lock_keeps_the_holders_pid_through_failed_attempts(tmp_path):
+    with IndexLock(tmp_path / "idx"):
+        for _ in range(3):  # a contender that opens the file must not wipe the PID for the next one
+            with pytest.raises(TmvError, match=f"is locked by PID {os.getpid()} "):
+                IndexLock(tmp_path / "idx").acquire()
+            assert IndexLock(tmp_path / "idx").held_by_other()
+    assert (tmp_path / "idx" / "lock").read_text() == "" and not IndexLock(tmp_path / "idx").held_by_other()

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .errors import TmvError
 from .prior import LabelPrior
 
 LOGIT_SCALE_MAX = math.log(100)
@@ -67,7 +68,7 @@ class TinyClip(nn.Module):
         the attention mask when none is given."""
         pad = self.text_tower.config.pad_token_id
         if pad is None:
-            raise ValueError(f"text tower {self.config.text_model} has no pad token; pass encode_text an attention_mask")
+            raise TmvError(f"text tower {self.config.text_model} has no pad token; pass encode_text an attention_mask")
         return int(pad)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
