@@ -53,6 +53,16 @@ def test_a_search_changes_nothing_on_disk(built):
     assert not [p for p in before if p.endswith(("-wal", "-shm"))]
 
 
+SEARCH_AS_USER = """
+import json, sys
+from click.testing import CliRunner
+from tinymvlm.cli.main import cli
+for index in sys.argv[2:]:
+    result = CliRunner().invoke(cli, ["search", "a red square", "--index", index, "--checkpoint", sys.argv[1], "--json", "-k", "3"])
+    print(json.dumps([result.exit_code, result.stdout, result.stderr]))
+"""
+
+
 def test_a_read_only_copy_is_searched(built, tiny_checkpoint):
     if os.geteuid() == 0 and shutil.which("setpriv") is None:
         pytest.skip("root ignores permissions, and setpriv is missing to search as another user")
@@ -60,23 +70,25 @@ def test_a_read_only_copy_is_searched(built, tiny_checkpoint):
     try:
         root.chmod(0o755)
         shutil.copytree(built, root / "idx")
+        shutil.copytree(built, root / "private")
         shutil.copy(tiny_checkpoint, root / "model.safetensors")
-        for path in [root / "idx", *(root / "idx").iterdir(), root / "model.safetensors"]:
+        for path in [root / "idx", *(root / "idx").iterdir(), root / "private", *(root / "private").iterdir(),
+                     root / "model.safetensors"]:
             path.chmod(0o555 if path.is_dir() else 0o444)
+        (root / "private" / "catalog.sqlite").chmod(0)  # not this user's to read
         before = _tree(root)
-        command = [sys.executable, "-m", "tinymvlm.cli", "search", "a red square", "--index", str(root / "idx"),
-                   "--checkpoint", str(root / "model.safetensors"), "--json", "-k", "3"]
+        command = [sys.executable, "-c", SEARCH_AS_USER, str(root / "model.safetensors"), str(root / "idx"),
+                   str(root / "private")]
         env = {**os.environ, "HOME": str(root), "HF_HUB_OFFLINE": "1"}
         done = subprocess.run((NOBODY if os.geteuid() == 0 else []) + command, capture_output=True, text=True,
                               env=env, timeout=120)
         assert done.returncode == 0, done.stderr
-        assert len([json.loads(line) for line in done.stdout.splitlines()]) == 3
+        (code, out, err), (private_code, _, private_err) = [json.loads(line) for line in done.stdout.splitlines()]
+        assert code == 0 and len([json.loads(line) for line in out.splitlines()]) == 3, err
         assert _tree(root) == before
-        (root / "idx" / "catalog.sqlite").chmod(0)  # not this user's to read: a one-line error, no rebuild advice
-        done = subprocess.run((NOBODY if os.geteuid() == 0 else []) + command, capture_output=True, text=True,
-                              env=env, timeout=120)
-        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
-        assert "cannot be opened for reading" in done.stderr and "rebuild" not in done.stderr
+        message = private_err.strip()  # a one-line error, and no advice to rebuild what is only unreadable
+        assert private_code == 2 and message.startswith("error: ") and "\n" not in message, private_err
+        assert "cannot be opened for reading" in message and "rebuild" not in message
     finally:
         for dirpath, _, _ in os.walk(root):
             os.chmod(dirpath, 0o755)
