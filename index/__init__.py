@@ -3,8 +3,8 @@
 Modules, one job each: lock (one writer), catalog (SQLite, the source of truth), vectors (FAISS types),
 store (index folder, manifest, FAISS kept in step with the catalogue), scan (what changed), embedder
 (DataLoader decoding + batched inference), captions (caption files), indexer (applying a scan a batch at a
-time), query (weighted query expressions), search (snapshot-consistent search), html (contact sheets),
-api (the `Index` class the CLI uses).
+time), query (the query grammar: text, quoted phrases, weighted expressions), search (snapshot-consistent
+search), html (contact sheets), api (the `Index` class the CLI uses).
 """
 
 from .api import Index

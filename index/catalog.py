@@ -189,11 +189,11 @@ class Catalog:
     def _check_schema(self) -> None:
         try:
             version = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        except sqlite3.OperationalError as exc:
-            if not self.readonly or "no such table" in str(exc):
+        except sqlite3.OperationalError as exc:  # "no such table": not a catalogue; else locked, no access...
+            if "no such table" in str(exc):
                 raise TmvError(f"index catalogue {self.path} is unreadable ({exc}); rebuild it with 'tmv index --rebuild'") from exc
-            raise TmvError(f"index catalogue {self.path} cannot be read ({exc}); check that this user may read the "
-                           "index folder and its files") from exc
+            hint = "; check that this user may read the index folder and its files" if self.readonly else ""
+            raise TmvError(f"index catalogue {self.path} cannot be read ({exc}){hint}") from exc
         except sqlite3.DatabaseError as exc:
             raise TmvError(f"index catalogue {self.path} is unreadable ({exc}); rebuild it with 'tmv index --rebuild'") from exc
         if version is None or version[0] != SCHEMA_VERSION:

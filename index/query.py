@@ -34,8 +34,9 @@ from tinymvlm.errors import TmvError
 from tinymvlm.files import is_image_name
 
 _TOKENS = re.compile(r'(?P<phrase>"[^"]*")|(?P<op>(?<!\S)[+-](?!\S))|(?P<text>[^"+-]+|[-+"])')
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"  # a plain decimal: no exponent, no inf or nan
 _QUOTED = re.compile(r'^"([^"]*)"(?::(.*))?$')
-_WEIGHTED = re.compile(r"^(.*[^\s\d:]):([-+]?(?:\d+(?:\.\d*)?|\.\d+))$")
+_WEIGHTED = re.compile(rf"^(.*[^\s\d:]):({_NUMBER})$")
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def _term(part: str, sign: float, expression: bool) -> Term:
         phrase, weight = quoted.group(1).strip(), quoted.group(2)
         if not phrase:
             raise TmvError(f"query term {part!r}: the quotes hold no words")
-        if weight is not None and not re.fullmatch(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)", weight):
+        if weight is not None and not re.fullmatch(_NUMBER, weight):
             raise TmvError(f"query term {part!r}: after the closing quote, ':' takes a weight like 0.5 or 2")
         return Term(sign * (_weight(weight, phrase) if weight is not None else 1.0), text=phrase)
     weight = 1.0
