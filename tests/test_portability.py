@@ -44,11 +44,7 @@ def test_default_index_folder_follows_the_platform(tmp_path):
         real, sys.platform = sys.platform, "darwin"
         import platformdirs
         sys.platform = real
-        import pytest
-
-from tinymvlm.errors import TmvError
-from tinymvlm.index.lock import IndexLock
-from tinymvlm.index.store import default_index_dir
+        from tinymvlm.index.store import default_index_dir
         print(default_index_dir())
     """, tmp_path)
     assert Path(where) == tmp_path / "Library" / "Application Support" / "tinymvlm" / "index"
