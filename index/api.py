@@ -97,9 +97,17 @@ class Index:
         progress = progress or Progress()
         runtime = (runtime or self.runtime).resolve()
         report = IndexReport()
+        # Inputs first, so a failing command creates nothing: no index folder, no lock file.
+        info = self.model_info()  # resolved before a rebuild removes the manifest that names the checkpoint
+        roots = normalise_roots(paths) if paths else []
+        for caption_file in captions:
+            if not Path(caption_file).expanduser().is_file():
+                raise TmvError(f"--captions {caption_file}: no such file")
+        if not paths and not captions and not self.store.exists():
+            raise TmvError(f"nothing to index: give image folders (tmv index PATH) or --captions FILE; "
+                           f"{self.folder} holds no index yet")
         with IndexLock(self.folder, wait=wait):
             self._close_searcher()
-            info = self.model_info()  # resolved before a rebuild removes the manifest that names the checkpoint
             if rebuild and self.store.folder.exists():
                 self.store.wipe()
             if self.store.exists():
@@ -113,7 +121,6 @@ class Index:
             spec = IndexSpec(**manifest["spec"])
             catalog = Catalog(self.store.catalog_path)
             try:
-                roots = normalise_roots(paths) if paths else []
                 if not paths and not captions:
                     roots = [r for r in catalog.roots() if Path(r).exists()]
                     if not roots:
@@ -190,12 +197,14 @@ class Index:
         return combine(terms, rows)
 
     def search(self, query: str | None = None, image: str | Path | Sequence[str | Path] | None = None, k: int = 10,
-               texts: bool = False, nprobe: int | None = None, ef_search: int | None = None) -> list[Hit]:
-        """Top-k images (or captions with `texts=True`) for a text expression and/or query image(s)."""
+               texts: bool = False, nprobe: int | None = None, ef_search: int | None = None,
+               literal: bool = False) -> list[Hit]:
+        """Top-k images (or captions with `texts=True`) for a query (the grammar in query.py; `literal`:
+        the whole text as one phrase) and/or query image(s)."""
         images = [] if image is None else [str(image)] if isinstance(image, (str, Path)) else [str(i) for i in image]
-        searcher = self.searcher()
-        vector = self.embed_query(parse_query(query, images))
-        return searcher.search(vector, k, "captions" if texts else "images", nprobe, ef_search)
+        terms = parse_query(query, images, literal)  # a bad query fails before the index is opened
+        searcher = self.searcher()  # a model mismatch fails before the model is loaded
+        return searcher.search(self.embed_query(terms), k, "captions" if texts else "images", nprobe, ef_search)
 
     def search_vector(self, vector: np.ndarray, k: int = 10, texts: bool = False, nprobe: int | None = None,
                       ef_search: int | None = None) -> list[Hit]:

@@ -130,23 +130,70 @@ def _under(column: str, roots: Sequence[str]) -> tuple[str, list]:
     return " OR ".join(clauses) or "0", params
 
 
+class CatalogChanged(TmvError):
+    """A writer rewrote the catalogue file under a read-only snapshot; read it again."""
+
+
 class Catalog:
-    """A connection to one catalogue file. Not shared between threads or processes. `readonly` only
-    promises not to write (no schema set-up); SQLite's own read-only mode cannot open a WAL file whose
-    -shm file is missing, so it is not used."""
+    """A connection to one catalogue file. Not shared between threads or processes.
+
+    `readonly` (searches) opens SQLite read-only and leaves no trace on disk, so a read-only copy or
+    mount can be searched: SQLite's own read-only mode creates -wal and -shm files beside a WAL
+    database and, being read-only, never removes them. So while no writer is connected (no -wal file:
+    every commit is in the main file) the file is opened `immutable`, which reads it as it is; while
+    one is, `mode=ro` joins its WAL, whose files exist already. Each snapshot reopens when the file
+    changed since, and an immutable snapshot that a writer's checkpoint overlapped raises
+    CatalogChanged, for the caller to read again."""
 
     def __init__(self, path: str | Path, readonly: bool = False) -> None:
         self.path = Path(path)
-        if readonly and not self.path.exists():
-            raise TmvError(f"no index catalogue at {self.path}; build the index with 'tmv index PATH'")
+        self.readonly = readonly
+        self._opened: tuple | None = None  # the file's stamp when a read-only connection was opened
+        if readonly:
+            if not self.path.exists():
+                raise TmvError(f"no index catalogue at {self.path}; build the index with 'tmv index PATH'")
+            self._connect_readonly()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-            if not readonly:
-                self.db.execute("PRAGMA journal_mode=WAL")
-                self.db.execute("PRAGMA synchronous=NORMAL")
-                self.db.executescript(_SCHEMA + _TRIGGERS)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA + _TRIGGERS)
+        except sqlite3.OperationalError as exc:
+            raise TmvError(f"index catalogue {self.path} cannot be opened for writing ({exc})") from exc
+        except sqlite3.DatabaseError as exc:
+            raise TmvError(f"index catalogue {self.path} is unreadable ({exc}); rebuild it with 'tmv index --rebuild'") from exc
+        self._check_schema()
+
+    def _stamp(self) -> tuple | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns, os.path.exists(f"{self.path}-wal")
+
+    def _connect_readonly(self) -> None:
+        self._opened = self._stamp()
+        if self._opened is None:
+            raise TmvError(f"index catalogue {self.path} disappeared; is 'tmv index --rebuild' running? try again")
+        query = "mode=ro" if self._opened[3] else "mode=ro&immutable=1"
+        try:
+            self.db = sqlite3.connect(f"{self.path.absolute().as_uri()}?{query}", uri=True, isolation_level=None,
+                                      timeout=30)
+        except sqlite3.DatabaseError as exc:
+            raise TmvError(f"index catalogue {self.path} cannot be opened for reading ({exc}); check that this "
+                           "user may read the index folder and its files") from exc
+        self._check_schema()
+
+    def _check_schema(self) -> None:
+        try:
             version = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        except sqlite3.OperationalError as exc:  # "no such table": not a catalogue; else locked, no access...
+            if "no such table" in str(exc):
+                raise TmvError(f"index catalogue {self.path} is unreadable ({exc}); rebuild it with 'tmv index --rebuild'") from exc
+            hint = "; check that this user may read the index folder and its files" if self.readonly else ""
+            raise TmvError(f"index catalogue {self.path} cannot be read ({exc}){hint}") from exc
         except sqlite3.DatabaseError as exc:
             raise TmvError(f"index catalogue {self.path} is unreadable ({exc}); rebuild it with 'tmv index --rebuild'") from exc
         if version is None or version[0] != SCHEMA_VERSION:
@@ -170,12 +217,17 @@ class Catalog:
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
         """A read transaction: every query inside sees the same committed state."""
+        if self.readonly and self._stamp() != self._opened:
+            self.db.close()
+            self._connect_readonly()
         self.db.execute("BEGIN")
         try:
             self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             yield
         finally:
             self.db.execute("COMMIT")
+        if self.readonly and not self._opened[3] and self._stamp() != self._opened:
+            raise CatalogChanged(f"index catalogue {self.path} changed while it was read; try again")
 
     # ------------------------------------------------------------------------------------ generic
 

@@ -5,7 +5,8 @@ it returns and the paths or captions it prints come from the same committed stat
 is committing batches. The FAISS file may be older than that state (written at the end of a run, or left
 by a killed run) or newer (saved after the snapshot began); the reader then catches up in memory: ids
 the snapshot lacks are filtered out of the FAISS results, and vectors FAISS lacks are searched exactly
-from the catalogue beside it. Nothing on disk is changed by a search.
+from the catalogue beside it. Nothing on disk is changed by a search, and a read-only copy of an
+index can be searched (catalog.py opens the catalogue read-only).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from tinymvlm.errors import TmvError
 
 from . import vectors
-from .catalog import Catalog
+from .catalog import Catalog, CatalogChanged
 from .query import Term
 from .store import IndexStore
 
@@ -96,6 +97,17 @@ class Searcher:
         if query.shape[1] != dim:
             raise TmvError(f"query vector has {query.shape[1]} dimensions, the index {dim}")
         view = self._view(kind)
+        tries = 5  # a writer's checkpoint overlapping a read is rare; a second read sees it whole
+        while True:
+            try:
+                return self._search(view, kind, query, k, dim, nprobe, ef_search)
+            except CatalogChanged:
+                tries -= 1
+                if not tries:
+                    raise
+
+    def _search(self, view: _View, kind: str, query: np.ndarray, k: int, dim: int, nprobe: int | None,
+                ef_search: int | None) -> list[Hit]:
         with self.catalog.snapshot():
             generation = self.catalog.generation(kind)
             if view.index is not None:

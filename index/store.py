@@ -1,7 +1,7 @@
 """The index folder: layout, manifest, model check, and keeping the FAISS files in step with the catalogue.
 
-Layout of an index folder (default: $TMV_INDEX, else $XDG_DATA_HOME/tinymvlm/index, else
-~/.local/share/tinymvlm/index; `--index DIR` chooses another):
+Layout of an index folder (default: $TMV_INDEX, else the user data folder's tinymvlm/index, on Linux
+$XDG_DATA_HOME/tinymvlm/index or ~/.local/share/tinymvlm/index; `--index DIR` chooses another):
 
     manifest.json              format version, model fingerprint and checkpoint, embed dim, metric, the
                                requested index spec, and per kind ("images", "captions") the FAISS file,
@@ -31,6 +31,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import platformdirs
 
 from tinymvlm.atomic import atomic_path, write_text
 from tinymvlm.errors import TmvError
@@ -48,11 +49,11 @@ METRIC = "inner_product"
 
 
 def default_index_dir() -> Path:
-    """$TMV_INDEX, else the user's data folder ($XDG_DATA_HOME or ~/.local/share)/tinymvlm/index."""
+    """$TMV_INDEX, else the platform's user data folder (platformdirs) + tinymvlm/index: on Linux
+    $XDG_DATA_HOME or ~/.local/share, on macOS ~/Library/Application Support, on Windows %LOCALAPPDATA%."""
     if os.environ.get("TMV_INDEX"):
         return Path(os.environ["TMV_INDEX"]).expanduser()
-    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(data) / "tinymvlm" / "index"
+    return Path(platformdirs.user_data_dir("tinymvlm", appauthor=False)) / "index"
 
 
 @dataclass(frozen=True)

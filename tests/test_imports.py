@@ -13,10 +13,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"tinymvlm": "tinymvlm", "tinymvlm.index": "index", "tinymvlm.cli": "cli"}  # as pyproject installs them
 
-# Cycles that other changes of issue #12 break up: the tokenizer module and the run module. Each
-# entry must still be a cycle (the test says when one is gone, so that it is removed from here).
-PENDING = [{"tinymvlm.embed", "tinymvlm.model", "tinymvlm.prior"}]
-
 
 def modules() -> dict[str, Path]:
     """Installed module name -> source file, `__main__` left out (importing it runs the CLI)."""
@@ -92,10 +88,7 @@ def test_cycle_finder_sees_a_lazy_import_cycle(tmp_path):
 def test_the_import_graph_has_no_cycle():
     known = modules()
     found = cycles({name: imported(name, path, known) for name, path in known.items()})
-    new = [sorted(c) for c in found if c not in PENDING]
-    assert not new, f"import cycles: {new}"
-    gone = [sorted(c) for c in PENDING if c not in found]
-    assert not gone, f"no longer cycles, remove them from PENDING: {gone}"
+    assert not found, f"import cycles: {[sorted(c) for c in found]}"
 
 
 # Each module is imported in a process of its own, forked from one that has loaded only third-party

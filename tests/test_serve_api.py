@@ -350,7 +350,6 @@ service.close()
 """
 
 
-@pytest.mark.xfail(strict=True, reason="needs the read-only catalogue of issue #15 point 2 (helper H3's catalog.py)")
 def test_a_read_only_index_serves(tmp_path, tiny_checkpoint):
     """On a real read-only file system (a read-only bind mount in a private mount namespace), of an
     index no process has open, so SQLite finds no -wal/-shm files it could use."""

@@ -9,13 +9,18 @@ __version__ = "0.1.0"
 
 def load(path: str | Path | None = None, device: str = "cpu"):
     """Return `(model, preprocess, tokenizer)` for a checkpoint file or run folder (its best
-    checkpoint); None means the latest run's best. The contract CLIP_benchmark-style tools use."""
+    checkpoint); None means the latest run's best. The open_clip contract that CLIP_benchmark uses:
+    `model.encode_image(torch.stack([preprocess(pil) for pil in images]))`, and
+    `model.encode_text(tokenizer(texts))` where the tokenizer gives one LongTensor padded to the
+    model's context length. `preprocess` takes any PIL image and decodes it as `tmv index` does."""
     from .checkpoint import load_checkpoint
     from .run import resolve_checkpoint
-    from .transform import build_transforms
+    from .tokenizer import Tokenizer
+    from .transform import Preprocess
 
-    model, tokenizer, _ = load_checkpoint(resolve_checkpoint(path))
-    return model.to(device).eval(), build_transforms(model.data_config, training=False), tokenizer
+    model, hf_tokenizer, _ = load_checkpoint(resolve_checkpoint(path))
+    tokenizer = Tokenizer(hf_tokenizer, model.config.context_length, model.pad_token_id)
+    return model.to(device).eval(), Preprocess(model.data_config), tokenizer
 
 
 __all__ = ["load", "__version__"]

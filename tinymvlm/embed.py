@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from .errors import first_line
 from .model import TinyClip
 from .runtime import Runtime
+from .tokenizer import tokenize
 from .transform import build_transforms
 
 TEXT_BATCH = 256  # captions are cheap: at least this many a batch, whatever the image batch size
@@ -27,12 +28,6 @@ OnImages = Callable[[int], None]
 
 class ImageSource(Protocol):
     def open(self, i: int, draft_size: tuple[int, int] | None = None) -> Image.Image: ...
-
-
-def tokenize(tokenizer, texts: Sequence[str], context_length: int, pad_to_max: bool = False) -> dict[str, torch.Tensor]:
-    """Truncate to the context length; pad to the longest caption of the batch (or to the maximum)."""
-    return dict(tokenizer(list(texts), padding="max_length" if pad_to_max else "longest", truncation=True,
-                          max_length=context_length, return_tensors="pt"))
 
 
 def _runtime_of(model: TinyClip, runtime: Runtime | None) -> Runtime:

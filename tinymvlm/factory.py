@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import torch
+from torch import nn
+
 from .config import ModelConfig
 from .model import TinyClip, data_config_for
-from .prior import build_label_prior
+from .prior import LabelPrior
+from .tokenizer import tokenize
 from .towers import load_image_tower, load_text_tower
+
+PRIOR_TEMPLATE = "a photo of a {}."
+PRIOR_BATCH = 64
 
 
 def create_model(config: ModelConfig):
@@ -17,3 +24,16 @@ def create_model(config: ModelConfig):
     if config.label_prior and classifier is not None:
         model.label_prior = build_label_prior(model, tokenizer, classifier.layer, classifier.names)
     return model, tokenizer
+
+
+@torch.no_grad()
+def build_label_prior(model: TinyClip, tokenizer, classifier: nn.Linear, names: list[str]) -> LabelPrior:
+    """Embed every class name with the model's text tower as it is now (pretrained, in eval mode)."""
+    was_training = model.text_tower.training
+    model.text_tower.eval()
+    rows = []
+    for start in range(0, len(names), PRIOR_BATCH):
+        batch = tokenize(tokenizer, [PRIOR_TEMPLATE.format(n) for n in names[start:start + PRIOR_BATCH]], model.config.context_length)
+        rows.append(model.text_features(batch["input_ids"], batch["attention_mask"]).float())
+    model.text_tower.train(was_training)
+    return LabelPrior(classifier, torch.cat(rows))

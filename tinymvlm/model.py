@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .errors import TmvError
 from .prior import LabelPrior
 
 LOGIT_SCALE_MAX = math.log(100)
@@ -61,7 +62,20 @@ class TinyClip(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-6)
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    @property
+    def pad_token_id(self) -> int:
+        """The token id that marks padding (the text tower's own), from which `encode_text` derives
+        the attention mask when none is given."""
+        pad = self.text_tower.config.pad_token_id
+        if pad is None:
+            raise TmvError(f"text tower {self.config.text_model} has no pad token; pass encode_text an attention_mask")
+        return int(pad)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Token ids -> embeddings. Without a mask (open_clip's one-argument form, fed by
+        `tinymvlm.tokenizer.Tokenizer`), every position holding the pad token is padding."""
+        if attention_mask is None:
+            attention_mask = (input_ids != self.pad_token_id).long()
         return F.normalize(self.text_proj(self.text_features(input_ids, attention_mask)).float(), dim=-1)
 
     def scale(self) -> torch.Tensor:

@@ -14,16 +14,8 @@ model needs neither the class names nor the pretrained weights again.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    from .model import TinyClip
-
-TEMPLATE = "a photo of a {}."
-BATCH = 64
 
 
 class LabelPrior(nn.Module):
@@ -45,18 +37,3 @@ class LabelPrior(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier(features).float().softmax(-1) @ self.label_text
-
-
-@torch.no_grad()
-def build_label_prior(model: "TinyClip", tokenizer, classifier: nn.Linear, names: list[str]) -> LabelPrior:
-    """Embed every class name with the model's text tower as it is now (pretrained, in eval mode)."""
-    from .embed import tokenize  # embed imports the model, which imports this module
-
-    was_training = model.text_tower.training
-    model.text_tower.eval()
-    rows = []
-    for start in range(0, len(names), BATCH):
-        batch = tokenize(tokenizer, [TEMPLATE.format(n) for n in names[start:start + BATCH]], model.config.context_length)
-        rows.append(model.text_features(batch["input_ids"], batch["attention_mask"]).float())
-    model.text_tower.train(was_training)
-    return LabelPrior(classifier, torch.cat(rows))

@@ -66,3 +66,18 @@ def build_transforms(data_config: dict, training: bool) -> Callable[[Image.Image
         return create_transform(**data_config, is_training=True, scale=(0.5, 1.0), hflip=0.0,
                                 color_jitter=None, auto_augment=None, re_prob=0.0)
     return create_transform(**data_config, is_training=False)
+
+
+class Preprocess:
+    """The public `preprocess` (tinymvlm.load): any PIL image -> the model's input tensor, decoded by
+    `to_rgb` exactly as `tmv index` decodes a file, so an image embeds the same either way."""
+
+    def __init__(self, data_config: dict) -> None:
+        self.transform = build_transforms(data_config, training=False)
+
+    def __call__(self, image: Image.Image) -> "torch.Tensor":
+        return self.transform(to_rgb(image))
+
+    def __repr__(self) -> str:
+        return f"Preprocess(to_rgb, {self.transform!r})"
+
