@@ -87,6 +87,7 @@ def test_tokenizer_gives_a_long_tensor_that_encode_text_takes_alone(tiny_checkpo
 
 def test_preprocess_takes_any_pil_mode_and_decodes_as_the_index_does(tiny_checkpoint, tmp_path):
     from tinymvlm.index import Index
+    from tinymvlm.runtime import Runtime
 
     model, preprocess, _ = tinymvlm.load(tiny_checkpoint)
     stamp = _draw("circle", (200, 30, 30), 1)  # transparent pixels hide black, as many stamps do
@@ -97,7 +98,7 @@ def test_preprocess_takes_any_pil_mode_and_decodes_as_the_index_does(tiny_checkp
     folder.mkdir()
     for name, image in images.items():
         image.save(folder / name)
-    with Index(tmp_path / "index", checkpoint=tiny_checkpoint, precision="fp32") as index:
+    with Index(tmp_path / "index", checkpoint=tiny_checkpoint, runtime=Runtime(precision="fp32")) as index:
         index.add([folder])
     from conftest import catalogue
 
