@@ -267,13 +267,15 @@ def test_index_of_another_model_is_a_one_line_error(tiny_model_config, caption_p
 
 
 def test_training_drop_in_matches_and_accepts_cached_features(tiny_checkpoint, caption_pairs):
-    """tinymvlm.evaluate.evaluate has train.evaluate's signature; cached tower features give the same numbers."""
+    """Training's validation through tinymvlm.evaluate.evaluate; cached tower features give the same numbers."""
     from tinymvlm.evaluate import evaluate
+    from tinymvlm.runtime import Runtime
 
     model, tokenizer, _ = load_checkpoint(tiny_checkpoint)
     pairs = load_pairs(str(caption_pairs))
-    plain = evaluate(model, tokenizer, pairs, batch_size=4)
+    runtime = Runtime.on("cpu", "fp32", batch_size=4, workers=0)
+    plain = evaluate(model, tokenizer, pairs, runtime)
     transform = build_transforms(model.data_config, training=False)
     with torch.inference_mode():
         features = model.image_features(torch.stack([transform(pairs.images.open(i)) for i in range(len(pairs))]))
-    assert evaluate(model, tokenizer, pairs, features=features) == pytest.approx(plain)
+    assert evaluate(model, tokenizer, pairs, runtime, features=features) == pytest.approx(plain)

@@ -91,14 +91,12 @@ def evaluate_retrieval(model: TinyClip, tokenizer, pairs: PairSet, ks: Sequence[
 
 
 @torch.inference_mode()
-def evaluate(model: TinyClip, tokenizer, pairs: PairSet, batch_size: int = 64, precision: str = "fp32",
-             device: torch.device | str = "cpu", workers: int = 0, ks: Sequence[int] = (1, 5, 10),
+def evaluate(model: TinyClip, tokenizer, pairs: PairSet, runtime: Runtime, ks: Sequence[int] = (1, 5, 10),
              features: torch.Tensor | None = None) -> dict[str, float]:
     """Training's per-epoch validation: the metrics dict of `evaluate_retrieval`. `features` are the
     images' cached tower features, when the image tower is locked."""
     model.eval()
-    images = None if features is None else model.project_image(features.to(device)).float().cpu().numpy()
-    runtime = Runtime.on(device, precision, batch_size=batch_size, workers=workers)
+    images = None if features is None else model.project_image(features.to(runtime.torch_device)).float().cpu().numpy()
     return evaluate_retrieval(model, tokenizer, pairs, ks, runtime, images=images).metrics
 
 

@@ -30,7 +30,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import PairSet
 from .distributed import Dist
-from .runtime import autocast, resolve_precision
+from .runtime import Runtime
 from .errors import TmvError
 from .evaluate import evaluate
 from .factory import create_model
@@ -79,8 +79,7 @@ class TrainState:
 
     cfg: TrainConfig
     info: Dist
-    device: torch.device
-    precision: str
+    runtime: Runtime  # the run's device and precision, resolved once
     run_dir: Path
     log: run.MetricsLog
     reporter: Reporter
@@ -153,7 +152,7 @@ def setup(cfg: TrainConfig, reporter: Reporter | None, info: Dist, device: torch
     prepares the run folder."""
     reporter = reporter or Reporter()
     main, world = info.is_main, info.world_size
-    precision = resolve_precision(device, cfg.precision)
+    runtime = Runtime.on(device, cfg.precision, batch_size=cfg.batch_size, workers=cfg.workers)
     run_dir = Path(distributed.broadcast_text(str(run.new_run_dir(cfg)), device))
     log = run.MetricsLog(run_dir)
     _seed_all(cfg.seed)
@@ -191,11 +190,11 @@ def setup(cfg: TrainConfig, reporter: Reporter | None, info: Dist, device: torch
         reporter.notice(f"caching locked image-tower features: {cfg.image_views} view(s) (one un-augmented) of {len(train_pairs)} images")
         eval_tf = build_transforms(model.data_config, training=False)
         feats = image_features(model, train_pairs, train_tf, cfg.image_views, cfg.batch_size * 2, cfg.workers,
-                               precision, device, cfg.seed, clean=eval_tf)
+                               runtime.precision, device, cfg.seed, clean=eval_tf)
         dataset: Dataset = FeatureDataset(feats, train_pairs.captions, tokens)
         if val_pairs is not None and main:
-            val_features = image_features(model, val_pairs, eval_tf, 1, cfg.batch_size * 2, cfg.workers, precision,
-                                          device)[:, 0]
+            val_features = image_features(model, val_pairs, eval_tf, 1, cfg.batch_size * 2, cfg.workers,
+                                          runtime.precision, device)[:, 0]
     else:
         dataset = PairDataset(train_pairs, train_tf, tokens)
     collate = Collate(tokenizer.pad_token_id or 0, model.config.context_length if cfg.pad_to_max else None)
@@ -220,14 +219,14 @@ def setup(cfg: TrainConfig, reporter: Reporter | None, info: Dist, device: torch
     net: nn.Module = _Embed(model, cached, cfg.channels_last)
     if world > 1 and start_epoch < cfg.epochs:
         net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    return TrainState(cfg, info, device, precision, run_dir, log, reporter, model, tokenizer, train_pairs, val_pairs,
+    return TrainState(cfg, info, runtime, run_dir, log, reporter, model, tokenizer, train_pairs, val_pairs,
                       val_features, dataset, collate, sampler, drop_last, cached, steps_per_epoch,
                       steps_per_epoch * cfg.epochs, optimizer, net, start_epoch, step, best)
 
 
 def train_epoch(state: TrainState, epoch: int) -> dict:
     """One epoch (0-based) on this rank; returns its log record (global figures)."""
-    cfg, model, optimizer, device = state.cfg, state.model, state.optimizer, state.device
+    cfg, model, optimizer, device = state.cfg, state.model, state.optimizer, state.runtime.torch_device
     world = state.info.world_size
     freeze.train_mode(model, cfg)
     seed = _epoch_seed(cfg.seed, epoch, state.info.rank)
@@ -248,7 +247,7 @@ def train_epoch(state: TrainState, epoch: int) -> dict:
         # Ranks exchange gradients once per optimiser step, on its last micro-batch.
         local_only = world > 1 and micro < cfg.accum_steps
         with state.net.no_sync() if local_only else contextlib.nullcontext():
-            with autocast(device, state.precision):
+            with state.runtime.autocast():
                 image_emb, text_emb, scale = state.net(images.to(device), ids.to(device), mask.to(device))
                 loss = global_contrastive_loss(image_emb, text_emb, scale, cfg.local_loss)
             (loss / cfg.accum_steps).backward()
@@ -284,8 +283,7 @@ def end_epoch(state: TrainState, record: dict) -> None:
     if state.val_pairs is not None:
         state.reporter.validating(epoch)
         # At the training batch size: inference at the evaluation size must not raise the run's peak memory.
-        record["val"] = evaluate(model, tokenizer, state.val_pairs, cfg.batch_size, state.precision, state.device,
-                                 cfg.workers, features=state.val_features)
+        record["val"] = evaluate(model, tokenizer, state.val_pairs, state.runtime, features=state.val_features)
     current = score(record["val"]) if "val" in record else None
     improved = current is None or state.best is None or current > state.best
     if improved:
