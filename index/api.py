@@ -24,8 +24,7 @@ import numpy as np
 
 from tinymvlm.checkpoint import load_checkpoint, read_metadata
 from tinymvlm.run import resolve_checkpoint
-from tinymvlm.data import FileImages
-from tinymvlm.embed import embed_texts, image_batches
+from tinymvlm.embed import embed_query_images, embed_texts
 from tinymvlm.errors import TmvError
 from tinymvlm.runtime import Runtime
 
@@ -189,11 +188,8 @@ class Index:
         if texts:
             rows[[n for n, _ in texts]] = embed_texts(model, tokenizer, [t for _, t in texts], runtime)
         images = [(n, t.image) for n, t in enumerate(terms) if t.image is not None]
-        for batch in image_batches(model, FileImages([p for _, p in images]), len(images), runtime, draft=True,
-                                   keep_going=True):
-            for position, reason in batch.failures:
-                raise TmvError(f"cannot read query image {images[position][1]}: {reason}")
-            rows[[images[p][0] for p in batch.positions]] = batch.vectors
+        if images:
+            rows[[n for n, _ in images]] = embed_query_images(model, [p for _, p in images], runtime)
         return combine(terms, rows)
 
     def search(self, query: str | None = None, image: str | Path | Sequence[str | Path] | None = None, k: int = 10,

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 from typing import Sequence
 
 from tinymvlm.files import printable
-from tinymvlm.transform import load_image
 
 from .search import Hit
+from .thumbs import make_thumbnail
 
 THUMB = 256
 
@@ -37,13 +36,10 @@ def _text(value: str) -> str:
 def thumbnail_uri(path: str, size: int = THUMB) -> str | None:
     """A JPEG data URI of the image shrunk to fit `size`, or None when it cannot be decoded."""
     try:
-        image = load_image(path, draft_size=(size, size))
-        image.thumbnail((size, size))
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=82)
+        jpeg = make_thumbnail(path, size)
     except Exception:  # a hit whose file has gone or broken still gets its card
         return None
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
 def contact_sheet(hits: Sequence[Hit], query: str) -> str:

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import first_line
+from .errors import TmvError, first_line
 from .model import TinyClip
 from .runtime import Runtime
 from .tokenizer import tokenize
@@ -121,3 +121,16 @@ def embed_images(model: TinyClip, images: ImageSource, count: int, runtime: Runt
     """L2-normalised float32 embeddings of all `count` images (a decoding error is raised)."""
     batches = [b.vectors for b in image_batches(model, images, count, runtime, on_images=on_images)]
     return np.concatenate(batches) if batches else np.zeros((0, model.embed_dim), dtype=np.float32)
+
+
+def embed_query_images(model: TinyClip, paths: Sequence[str], runtime: Runtime) -> np.ndarray:
+    """A few named image files, embedded as search queries are (JPEGs decoded in draft mode, as the
+    index decodes them); a file that cannot be read is a one-line error naming it."""
+    from .data import FileImages
+
+    out = np.zeros((len(paths), model.embed_dim), dtype=np.float32)
+    for batch in image_batches(model, FileImages(list(paths)), len(paths), runtime, draft=True, keep_going=True):
+        for position, reason in batch.failures:
+            raise TmvError(f"cannot read query image {paths[position]}: {reason}")
+        out[batch.positions] = batch.vectors
+    return out

@@ -13,8 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .data import FileImages
-from .embed import embed_texts, image_batches
+from .embed import embed_query_images, embed_texts
 from .errors import TmvError
 from .model import TinyClip
 from .runtime import Runtime
@@ -56,11 +55,7 @@ def score_images(model: TinyClip, tokenizer, images: Sequence[str], captions: Se
     check_inputs(images, captions)
     runtime = runtime or Runtime.for_queries()
     text = embed_texts(model, tokenizer, list(captions), runtime)
-    image = np.zeros((len(images), model.embed_dim), dtype=np.float32)
-    for batch in image_batches(model, FileImages(list(images)), len(images), runtime, draft=True, keep_going=True):
-        for position, reason in batch.failures:
-            raise TmvError(f"cannot read image {images[position]}: {reason}")
-        image[batch.positions] = batch.vectors
+    image = embed_query_images(model, images, runtime)
     similarity = image @ text.T
     with torch.no_grad():
         scale = float(model.scale())

@@ -34,9 +34,7 @@ def sample(pairs: PairSet, count: int, seed: int, notice: Notice = lambda messag
         readable = drop_unreadable(pairs.subset(sorted(draw.tolist())))
         chosen += [where[key] for key in readable.keys]
         skipped += readable.skipped
-    out = pairs.subset(sorted(chosen), f"{pairs.name} (sample of {count})")
-    out.skipped = skipped
-    return out
+    return pairs.subset(sorted(chosen), f"{pairs.name} (sample of {count})", skipped=skipped)
 
 
 def _source(cfg: TrainConfig, notice: Notice, check_images: bool = True) -> PairSet:
@@ -67,7 +65,6 @@ def load_datasets(cfg: TrainConfig, notice: Notice = lambda message: None) -> tu
         return pairs, load_validation(cfg)
     if cfg.val_fraction > 0:
         train, val = pairs.split(cfg.val_fraction)
-        train.skipped = pairs.skipped
         if len(train) < 2:
             raise TmvError(f"{pairs.name}: too few images ({len(pairs)}) to hold out a validation split; use --val-fraction 0")
         return train, (val if len(val) else None)
