@@ -72,3 +72,53 @@ def test_more_samples_than_images_uses_them_all_with_a_one_line_notice(tiny_mode
     assert notices == [f"--samples 100 is more than the 8 images of {colour_folder}: training on all of them"]
     assert "training on 8 images" in result.output
     assert yaml.safe_load((out / "config.yaml").read_text())["samples"] == 100  # the run records it
+
+
+def _parquet_dataset(folder: Path, shards: int, rows: int) -> Path:
+    """A folder of data files, as a large dataset downloaded from the hub is laid out: `shards`
+    parquet shards of `rows` rows, each an encoded PNG with its caption."""
+    import io
+
+    import datasets
+    from PIL import Image
+
+    (folder / "data").mkdir(parents=True)
+    features = datasets.Features({"image": datasets.Image(), "caption": datasets.Value("string")})
+    for s in range(shards):
+        records = []
+        for i in range(rows):
+            buffer = io.BytesIO()
+            Image.new("RGB", (12, 12), (s * 30 % 256, i * 5 % 256, 77)).save(buffer, "PNG")
+            records.append({"image": {"bytes": buffer.getvalue(), "path": None}, "caption": f"shard {s} picture {i}"})
+        datasets.Dataset.from_list(records, features=features).to_parquet(folder / "data" / f"train-{s:05d}-of-{shards:05d}.parquet")
+    return folder
+
+
+def test_a_sample_of_a_dataset_is_streamed_reading_only_a_part_of_it(tmp_path):
+    import datasets
+
+    datasets.disable_progress_bars()
+    source = _parquet_dataset(tmp_path / "big", shards=8, rows=40)
+    notices: list[str] = []
+    cfg = TrainConfig(data=str(source), samples=10, val_fraction=0.3, seed=3)
+    train, val = load_datasets(cfg, notices.append)
+    assert len(train) + len(val) == 10 and len(set(train.keys + val.keys)) == 10
+    assert len(notices) == 1 and notices[0].startswith("--samples 10: drawn from the first ")
+    rows_read = int(notices[0].split("the first ")[1].split()[0])
+    assert 10 <= rows_read <= 40  # about twice the sample plus the loader's read-ahead, not the 320 rows
+    assert train.captions[0][0].startswith("shard ") and train.images.open(0).size == (12, 12)
+    again, _ = load_datasets(cfg)
+    other, _ = load_datasets(TrainConfig(data=str(source), samples=10, val_fraction=0.3, seed=4))
+    assert again.keys == train.keys and other.keys != train.keys
+    assert load_validation(cfg).keys == val.keys  # what `tmv eval` reads of the run
+
+
+def test_a_streamed_sample_larger_than_the_dataset_uses_all_of_it(tmp_path):
+    import datasets
+
+    datasets.disable_progress_bars()
+    source = _parquet_dataset(tmp_path / "small", shards=2, rows=6)
+    notices: list[str] = []
+    train, val = load_datasets(TrainConfig(data=str(source), samples=50, val_fraction=0), notices.append)
+    assert len(train) == 12 and val is None
+    assert notices == [f"--samples 50 is more than the 12 images of {source}: training on all of them"]

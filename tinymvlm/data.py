@@ -126,23 +126,38 @@ def load_pairs(source: str | None, image_root: str | None = None, image_column: 
                role: TextRole = CAPTION) -> PairSet:
     """Open any supported data source. None means Flickr30k's train split from the hub. `role`: what
     the text column holds (captions, or labels for zero-shot), which names it in errors."""
-    if source is None:
-        return load_hf_dataset(FLICKR30K, split or "train", image_column, caption_column, role)
-    kind = source_kind(source)
+    dataset = dataset_source(source)
+    if dataset is not None:
+        return load_hf_dataset(dataset, split or ("train" if source is None else None), image_column, caption_column, role)
     path = Path(source).expanduser()
-    if kind is SourceKind.FILE:
+    if source_kind(source) is SourceKind.FILE:
         if path.suffix.lower() not in PAIRS_SUFFIXES:
             raise TmvError(f"--data {source}: unknown pairs file type; use .tsv, .csv or .jsonl")
         pairs = load_pairs_file(path, image_root, image_column, caption_column, role)
-    elif kind is SourceKind.FOLDER:
-        pairs = load_image_folder(path)
-        if not pairs.keys and not pairs.skipped:  # no images with captions: a folder of dataset files
-            return load_hf_dataset(str(path), split, image_column, caption_column, role)
     else:
-        return load_hf_dataset(source if kind is SourceKind.HUB else str(path), split, image_column, caption_column, role)
+        pairs = load_image_folder(path)
     if check_images:
         pairs = drop_unreadable(pairs)
     return pairs
+
+
+def dataset_source(source: str | None) -> str | None:
+    """The name or folder a Hugging Face dataset loader opens for `source` (None: Flickr30k; a hub
+    name; a saved dataset; a folder of data files, i.e. one with no captioned images), or None for a
+    pairs file or an image folder."""
+    if source is None:
+        return FLICKR30K
+    kind = source_kind(source)
+    if kind is SourceKind.HUB:
+        return source
+    path = Path(source).expanduser()
+    if kind is SourceKind.SAVED_DATASET:
+        return str(path)
+    if kind is SourceKind.FOLDER:
+        pairs = load_image_folder(path)
+        if not pairs.keys and not pairs.skipped:
+            return str(path)
+    return None
 
 
 def require_pairs(pairs: PairSet) -> PairSet:
@@ -395,3 +410,64 @@ def load_hf_dataset(source: str, split: str | None, image_column: str | None, ca
         captions.append(caps)
         kept_rows.append(row)
     return PairSet(name, keys, captions, DatasetImages(dataset, image_col, kept_rows), skipped)
+
+
+def sample_stream(source: str, split: str | None, image_column: str | None, caption_column: str | None,
+                  count: int, seed: int) -> tuple[PairSet, int]:
+    """(a seeded sample of `count` images with captions, rows read) of a hub dataset or a folder of
+    data files, streamed: shards in a seeded order through a seeded shuffle buffer of `count` rows, so
+    at most about 2 x `count` rows are read, however large the dataset. The sampled images are kept in
+    memory (as their encoded bytes)."""
+    import datasets
+
+    stream, _, name = open_dataset(source, split, streaming=True)
+    names = list(stream.column_names or ())
+    image_col = find_image_column(stream, image_column, source)
+    caption_col = pick_column(names, caption_column, CAPTION.keys, CAPTION.what, source)
+    key_col = next((c for c in ("img_id", "image_id", "filename", "id") if c in names), None)
+    stream = stream.select_columns([c for c in (image_col, caption_col, key_col) if c])
+    if type(stream.features[image_col]).__name__ == "Image":
+        stream = stream.cast_column(image_col, datasets.Image(decode=False))
+    counter = _RowCounter()
+    keys, captions, images, seen = [], [], [], set()
+    for row in stream.map(counter).shuffle(seed=seed, buffer_size=count):
+        value = row[caption_col]
+        caps = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else []
+        caps = [c for c in (" ".join(str(c).split()) for c in caps) if c]
+        image = row[image_col]
+        key = str(row[key_col]) if key_col else _content_key(image)
+        if not caps or key in seen:
+            continue
+        seen.add(key)
+        keys.append(key)
+        captions.append(caps)
+        images.append(image)
+        if len(keys) == count:
+            break
+    held = datasets.Dataset.from_dict({image_col: images},
+                                      features=datasets.Features({image_col: stream.features[image_col]}))
+    return PairSet(f"{name} (sample of {count})", keys, captions, DatasetImages(held, image_col, range(len(keys)))), counter.rows
+
+
+class _RowCounter:
+    """Counts the rows a stream yields (passed to `IterableDataset.map`, which calls it per row)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def __call__(self, row: dict) -> dict:
+        self.rows += 1
+        return row
+
+
+def _content_key(image) -> str:
+    """A stable key for a streamed image without an id column: a hash of its bytes (or its path)."""
+    if isinstance(image, dict):
+        data = image.get("bytes") or str(image.get("path")).encode()
+    elif isinstance(image, (str, Path)):
+        data = str(image).encode()
+    else:
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        data = buffer.getvalue()
+    return hashlib.sha1(data).hexdigest()[:16]

@@ -75,9 +75,11 @@ def pick_column(names: Sequence[str], wanted: str | None, candidates: Sequence[s
                    f"name it with --{what}-column")
 
 
-def open_dataset(source: str, split: str | None):
+def open_dataset(source: str, split: str | None, streaming: bool = False):
     """(dataset, row indices of `split`, display name) of a saved, local or hub dataset; a hub dataset
-    while the hub cannot be reached is a clear error rather than a long timeout."""
+    while the hub cannot be reached is a clear error rather than a long timeout. `streaming` (hub names
+    and folders of data files): an IterableDataset read row by row as it is iterated, with `split`
+    narrowed by a filter, and no row indices (None)."""
     import datasets
 
     from .towers import hub_reachable
@@ -87,11 +89,17 @@ def open_dataset(source: str, split: str | None):
         hint = "; offline, pass --data with a local pairs file, image folder or saved dataset"
         raise TmvError(f"dataset '{source}' must be downloaded from the Hugging Face hub, which cannot be reached{hint}")
     try:
-        loaded = datasets.load_from_disk(str(path)) if is_saved_dataset(path) else datasets.load_dataset(source)
+        if is_saved_dataset(path):
+            loaded = datasets.load_from_disk(str(path))
+        else:
+            loaded = datasets.load_dataset(source, streaming=streaming)
     except Exception as exc:
         raise TmvError(f"could not load dataset '{source}': {first_line(exc)}") from exc
+    name = f"{source} [{split or 'all'}]"
+    if streaming:
+        return (*select_stream_split(loaded, split, source), name)
     dataset, rows = select_split(loaded, split, source)
-    return dataset, rows, f"{source} [{split or 'all'}]"
+    return dataset, rows, name
 
 
 def find_image_column(dataset, wanted: str | None, source: str) -> str:
@@ -100,22 +108,25 @@ def find_image_column(dataset, wanted: str | None, source: str) -> str:
     return pick_column(list(dataset.column_names), found, IMAGE_KEYS, "image", source)
 
 
-def select_split(loaded, split: str | None, source: str):
-    """(dataset, row indices) for the requested split: a named split if the dataset has it, then
-    narrowed by a `split` column when there is one (nlphuji/flickr30k keeps every row in 'test')."""
+def _named_split(loaded, split: str | None, source: str):
+    """(dataset of the requested named split, or the only/first one; the split's synonyms; whether the
+    dataset had a split of that name)."""
     import datasets
 
     wanted = SPLIT_SYNONYMS.get(split, (split,)) if split else None
-    named = False
-    if isinstance(loaded, datasets.DatasetDict):
-        available = list(loaded.keys())
-        chosen = next((n for n in (wanted or ("train",)) if n in loaded), None)
-        if chosen is None and wanted and len(available) > 1:
-            raise TmvError(f"dataset '{source}' has no split '{split}' (splits: {', '.join(available)})")
-        named = chosen is not None
-        dataset = loaded[chosen or available[0]]
-    else:
-        dataset = loaded
+    if not isinstance(loaded, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        return loaded, wanted, False
+    available = list(loaded.keys())
+    chosen = next((n for n in (wanted or ("train",)) if n in loaded), None)
+    if chosen is None and wanted and len(available) > 1:
+        raise TmvError(f"dataset '{source}' has no split '{split}' (splits: {', '.join(available)})")
+    return loaded[chosen or available[0]], wanted, chosen is not None
+
+
+def select_split(loaded, split: str | None, source: str):
+    """(dataset, row indices) for the requested split: a named split if the dataset has it, then
+    narrowed by a `split` column when there is one (nlphuji/flickr30k keeps every row in 'test')."""
+    dataset, wanted, named = _named_split(loaded, split, source)
     if wanted and "split" in dataset.column_names:
         column = dataset.select_columns(["split"])["split"]
         rows = [i for i, s in enumerate(column) if s in wanted]
@@ -124,3 +135,12 @@ def select_split(loaded, split: str | None, source: str):
                 raise TmvError(f"dataset '{source}' has no rows with split '{split}' (values: {', '.join(sorted(set(map(str, column))))})")
             return dataset, rows
     return dataset, range(len(dataset))
+
+
+def select_stream_split(loaded, split: str | None, source: str):
+    """(stream, None): `select_split` for a streamed dataset. Without a split of that name, a `split`
+    column narrows the rows as they stream past (there is no reading ahead to check it has any)."""
+    stream, wanted, named = _named_split(loaded, split, source)
+    if wanted and not named and "split" in (stream.column_names or ()):
+        stream = stream.filter(lambda row: row["split"] in wanted)
+    return stream, None

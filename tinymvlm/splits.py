@@ -4,13 +4,15 @@ images."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from .config import TrainConfig
-from .data import PairSet, drop_unreadable, load_pairs, require_pairs
+from .data import PairSet, dataset_source, drop_unreadable, load_pairs, require_pairs, sample_stream
 from .errors import TmvError
+from .sources import is_saved_dataset
 
 Notice = Callable[[str], None]
 SAMPLE_STREAM = 5  # keeps the sample's random numbers apart from the run's other seeded choices
@@ -38,9 +40,19 @@ def sample(pairs: PairSet, count: int, seed: int, notice: Notice = lambda messag
 
 
 def _source(cfg: TrainConfig, notice: Notice, check_images: bool = True) -> PairSet:
-    """The training source as configured: all of it, or its sample."""
+    """The training source as configured: all of it, or its sample (streamed from datasets that a
+    Hugging Face loader reads, so that a sample of a large hub dataset downloads little of it)."""
     if cfg.samples is None:
         return load_pairs(cfg.data, cfg.image_root, cfg.image_column, cfg.caption_column, cfg.split, check_images)
+    dataset = dataset_source(cfg.data)
+    if dataset is not None and not is_saved_dataset(Path(dataset)):
+        pairs, rows = sample_stream(dataset, cfg.split or ("train" if cfg.data is None else None), cfg.image_column,
+                                    cfg.caption_column, cfg.samples, cfg.seed)
+        if len(pairs) < cfg.samples:
+            notice(f"--samples {cfg.samples} is more than the {len(pairs)} images of {dataset}: training on all of them")
+        else:
+            notice(f"--samples {cfg.samples}: drawn from the first {rows} rows streamed from {dataset}")
+        return pairs
     pairs = load_pairs(cfg.data, cfg.image_root, cfg.image_column, cfg.caption_column, cfg.split, check_images=False)
     return sample(pairs, cfg.samples, cfg.seed, notice)
 
