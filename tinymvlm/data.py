@@ -26,6 +26,7 @@ from .sources import CAPTION, IMAGE_KEYS, SourceKind, TextRole, find_image_colum
 from .transform import load_image, to_rgb
 
 FLICKR30K = "nlphuji/flickr30k"
+KEY_COLUMNS = ("img_id", "image_id", "filename", "id")  # a dataset column naming each image, when there is one
 PAIRS_SUFFIXES = {".tsv": "\t", ".txt": "\t", ".csv": ",", ".jsonl": "json", ".json": "json"}
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # control characters: spaces in a caption
 
@@ -126,37 +127,40 @@ def load_pairs(source: str | None, image_root: str | None = None, image_column: 
                role: TextRole = CAPTION) -> PairSet:
     """Open any supported data source. None means Flickr30k's train split from the hub. `role`: what
     the text column holds (captions, or labels for zero-shot), which names it in errors."""
-    dataset = dataset_source(source)
-    if dataset is not None:
-        return load_hf_dataset(dataset, split or ("train" if source is None else None), image_column, caption_column, role)
+    if source is None:
+        return load_hf_dataset(FLICKR30K, split or "train", image_column, caption_column, role)
+    kind = source_kind(source)
     path = Path(source).expanduser()
-    if source_kind(source) is SourceKind.FILE:
+    if kind is SourceKind.FILE:
         if path.suffix.lower() not in PAIRS_SUFFIXES:
             raise TmvError(f"--data {source}: unknown pairs file type; use .tsv, .csv or .jsonl")
         pairs = load_pairs_file(path, image_root, image_column, caption_column, role)
-    else:
+    elif kind is SourceKind.FOLDER:
         pairs = load_image_folder(path)
+        if holds_data_files(pairs):
+            return load_hf_dataset(str(path), split, image_column, caption_column, role)
+    else:
+        return load_hf_dataset(source if kind is SourceKind.HUB else str(path), split, image_column, caption_column, role)
     if check_images:
         pairs = drop_unreadable(pairs)
     return pairs
 
 
-def dataset_source(source: str | None) -> str | None:
-    """The name or folder a Hugging Face dataset loader opens for `source` (None: Flickr30k; a hub
-    name; a saved dataset; a folder of data files, i.e. one with no captioned images), or None for a
-    pairs file or an image folder."""
+def holds_data_files(folder: PairSet) -> bool:
+    """A folder with no captioned images (not even unreadable ones) is a folder of dataset files."""
+    return not folder.keys and not folder.skipped
+
+
+def streamable_source(source: str | None) -> str | None:
+    """The name or folder to stream for `source` when a Hugging Face loader reads it (None: Flickr30k; a
+    hub name; a folder of data files), or None for pairs files, image folders and saved datasets."""
     if source is None:
         return FLICKR30K
     kind = source_kind(source)
     if kind is SourceKind.HUB:
         return source
-    path = Path(source).expanduser()
-    if kind is SourceKind.SAVED_DATASET:
-        return str(path)
-    if kind is SourceKind.FOLDER:
-        pairs = load_image_folder(path)
-        if not pairs.keys and not pairs.skipped:
-            return str(path)
+    if kind is SourceKind.FOLDER and holds_data_files(load_image_folder(Path(source).expanduser())):
+        return str(Path(source).expanduser())
     return None
 
 
@@ -394,15 +398,12 @@ def load_hf_dataset(source: str, split: str | None, image_column: str | None, ca
     names = list(dataset.column_names)
     image_col = find_image_column(dataset, image_column, source)
     caption_col = pick_column(names, caption_column, role.keys, role.what, source)
-    key_col = next((c for c in ("img_id", "image_id", "filename", "id") if c in names), None)
+    key_col = next((c for c in KEY_COLUMNS if c in names), None)
     all_captions = dataset.select_columns([caption_col])[caption_col]
     all_keys = dataset.select_columns([key_col])[key_col] if key_col else None
     keys, captions, kept_rows, skipped = [], [], [], []
     for row in rows:
-        value = all_captions[row]
-        caps = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else []
-        caps = [" ".join(str(c).split()) for c in caps]
-        caps = [c for c in caps if c]
+        caps = _captions_of(all_captions[row])
         if not caps:
             skipped.append(Skip(f"{source} row {row}", "no caption"))
             continue
@@ -410,6 +411,12 @@ def load_hf_dataset(source: str, split: str | None, image_column: str | None, ca
         captions.append(caps)
         kept_rows.append(row)
     return PairSet(name, keys, captions, DatasetImages(dataset, image_col, kept_rows), skipped)
+
+
+def _captions_of(value) -> list[str]:
+    """A dataset cell's captions (one string, or a list of them), whitespace tidied, empty ones dropped."""
+    caps = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else []
+    return [c for c in (" ".join(str(c).split()) for c in caps) if c]
 
 
 def sample_stream(source: str, split: str | None, image_column: str | None, caption_column: str | None,
@@ -424,16 +431,14 @@ def sample_stream(source: str, split: str | None, image_column: str | None, capt
     names = list(stream.column_names or ())
     image_col = find_image_column(stream, image_column, source)
     caption_col = pick_column(names, caption_column, CAPTION.keys, CAPTION.what, source)
-    key_col = next((c for c in ("img_id", "image_id", "filename", "id") if c in names), None)
+    key_col = next((c for c in KEY_COLUMNS if c in names), None)
     stream = stream.select_columns([c for c in (image_col, caption_col, key_col) if c])
     if type(stream.features[image_col]).__name__ == "Image":
         stream = stream.cast_column(image_col, datasets.Image(decode=False))
     counter = _RowCounter()
     keys, captions, images, seen = [], [], [], set()
     for row in stream.map(counter).shuffle(seed=seed, buffer_size=count):
-        value = row[caption_col]
-        caps = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else []
-        caps = [c for c in (" ".join(str(c).split()) for c in caps) if c]
+        caps = _captions_of(row[caption_col])
         image = row[image_col]
         key = str(row[key_col]) if key_col else _content_key(image)
         if not caps or key in seen:

@@ -4,15 +4,13 @@ images."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from .config import TrainConfig
-from .data import PairSet, dataset_source, drop_unreadable, load_pairs, require_pairs, sample_stream
+from .data import PairSet, drop_unreadable, load_pairs, require_pairs, sample_stream, streamable_source
 from .errors import TmvError
-from .sources import is_saved_dataset
 
 Notice = Callable[[str], None]
 SAMPLE_STREAM = 5  # keeps the sample's random numbers apart from the run's other seeded choices
@@ -44,8 +42,8 @@ def _source(cfg: TrainConfig, notice: Notice, check_images: bool = True) -> Pair
     Hugging Face loader reads, so that a sample of a large hub dataset downloads little of it)."""
     if cfg.samples is None:
         return load_pairs(cfg.data, cfg.image_root, cfg.image_column, cfg.caption_column, cfg.split, check_images)
-    dataset = dataset_source(cfg.data)
-    if dataset is not None and not is_saved_dataset(Path(dataset)):
+    dataset = streamable_source(cfg.data)
+    if dataset is not None:
         pairs, rows = sample_stream(dataset, cfg.split or ("train" if cfg.data is None else None), cfg.image_column,
                                     cfg.caption_column, cfg.samples, cfg.seed)
         if len(pairs) < cfg.samples:
