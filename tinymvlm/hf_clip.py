@@ -17,6 +17,7 @@ from torch import nn
 from .config import ModelConfig
 from .errors import TmvError, first_line
 from .model import TinyClip
+from .tokenizer import pad_to
 
 MODEL_TYPES = ("clip", "siglip")
 _PIL_FILTERS = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
@@ -50,16 +51,8 @@ class HfTextTower(nn.Module):
 
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.model_type == "siglip":
-            input_ids = pad_to(input_ids.masked_fill(attention_mask == 0, self.pad_token_id), self.context_length,
-                               self.pad_token_id)
+            input_ids = pad_to(input_ids, attention_mask, self.context_length, self.pad_token_id)
         return self.text_model(input_ids=input_ids).pooler_output
-
-
-def pad_to(ids: torch.Tensor, length: int, pad: int) -> torch.Tensor:
-    """Right-padded ids cut or padded to exactly `length` columns."""
-    if ids.shape[1] >= length:
-        return ids[:, :length]
-    return torch.cat([ids, ids.new_full((ids.shape[0], length - ids.shape[1]), pad)], dim=1)
 
 
 def _parts(full: nn.Module, source: dict) -> tuple[nn.Module, nn.Module, tuple[nn.Module, nn.Module]]:

@@ -20,6 +20,7 @@ from torch import nn
 from .config import ModelConfig
 from .errors import TmvError, first_line
 from .model import TinyClip
+from .tokenizer import pad_to
 
 EXTRA_HINT = "open_clip models need the optional extra: pip install 'tinymvlm[openclip]'"
 _RESIZE_MODES = {"shortest": "center", "squash": "squash", "longest": "border"}
@@ -46,8 +47,9 @@ class OpenClipImage(nn.Module):
 
 
 class OpenClipText(nn.Module):
-    """Token ids -> `encode_text(ids)` of the model, its image half removed. The text transformer is
-    causal and pools at the end-of-text token, so the attention mask is not needed."""
+    """Token ids -> `encode_text(ids)` of the model, its image half removed, on ids padded to the
+    model's context length as open_clip's tokenizer pads them. The text transformer is causal and
+    pools at the end-of-text token, so the attention mask is not needed."""
 
     def __init__(self, clip: nn.Module, pad_token_id: int, width: int) -> None:
         super().__init__()
@@ -60,7 +62,7 @@ class OpenClipText(nn.Module):
         self.width = width
 
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.clip.encode_text(input_ids)
+        return self.clip.encode_text(pad_to(input_ids, attention_mask, self.clip.context_length, self.pad_token_id))
 
 
 def _create(model_cfg: dict) -> nn.Module:
