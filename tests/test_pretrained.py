@@ -114,6 +114,7 @@ def test_import_once_then_offline_bit_for_bit_and_an_edited_folder_imports_again
 
     path = resolve_model(sources["clip"])
     assert path.parent == model_cache
+    assert resolve_model("hf:" + sources["clip"]) == path  # the same folder, spelled with its prefix
     stamp = path.stat().st_mtime_ns
     assert resolve_model(sources["clip"]) == path and path.stat().st_mtime_ns == stamp  # not imported again
     first, _, meta = load_checkpoint(path)
@@ -139,6 +140,7 @@ def test_every_command_takes_the_model(tmp_path, colour_folder, sources, kind):
     index = tmp_path / "index"
     result = runner.invoke(cli, ["index", str(colour_folder), "--index", str(index), "--model", sources[kind]])
     assert result.exit_code == 0, result.output
+    assert "importing" in result.output  # the one-time import says so
     manifest = json.loads((index / "manifest.json").read_text())
     assert "tinymvlm/models" in manifest["model"]["checkpoint"]
     hits = runner.invoke(cli, ["search", "a red square", "--index", str(index), "--json", "-k", "3"])
@@ -179,7 +181,8 @@ def test_train_from_a_pretrained_model_resumes_and_reloads_bit_for_bit(tmp_path,
 
     run = tmp_path / "run"
     args = ["train", "--data", str(colour_folder), "--model", sources[kind], "--out-dir", str(run), "--batch-size", "4",
-            "--workers", "0", "--image-views", "2", "--warmup-steps", "1", "--lr", "1e-2"]
+            "--workers", "0", "--image-views", "2", "--warmup-steps", "1", "--lr", "1e-2", "--tower-lr", "1e-2",
+            "--lock-text", "--lock-text-unlocked", "1"]
     result = CliRunner().invoke(cli, [*args, "--epochs", "1"])
     assert result.exit_code == 0, result.output
     assert f"base_model: {sources[kind]}" in (run / "config.yaml").read_text()
@@ -188,7 +191,10 @@ def test_train_from_a_pretrained_model_resumes_and_reloads_bit_for_bit(tmp_path,
     assert meta["source"]["kind"] == ("open_clip" if kind == "open_clip" else "hf")
     image_keys = [k for k in base.state_dict() if k.startswith("image_tower.")]
     assert all(torch.equal(base.state_dict()[k], tuned.state_dict()[k]) for k in image_keys)  # locked (the default)
-    assert any(not torch.equal(base.state_dict()[k], tuned.state_dict()[k]) for k in base.state_dict())
+    changed = {k for k in base.state_dict() if not torch.equal(base.state_dict()[k], tuned.state_dict()[k])}
+    last_layer = "text_tower.clip.transformer.resblocks.0." if kind == "open_clip" else "text_tower.text_model.encoder.layers.1."
+    assert any(k.startswith(last_layer) for k in changed) and "logit_scale" in changed
+    assert not any("embedding" in k or "layers.0." in k for k in changed)  # the rest of the text tower is locked
     resumed = CliRunner().invoke(cli, ["train", "--out-dir", str(run), "--resume", "latest", "--epochs", "2", "--workers", "0"])
     assert resumed.exit_code == 0, resumed.output
     assert read_metadata(run / "latest.safetensors")["info"]["epoch"] == 2
@@ -200,6 +206,17 @@ def test_train_from_a_pretrained_model_resumes_and_reloads_bit_for_bit(tmp_path,
     with torch.no_grad():
         assert torch.equal(model.encode_image(pixels), again.encode_image(pixels))
         assert torch.equal(model.encode_text(tokenizer(["a red square"])), again.encode_text(tokenizer(["a red square"])))
+
+
+def test_unlocking_image_groups_needs_a_timm_tower(sources):
+    from tinymvlm import freeze
+    from tinymvlm.checkpoint import load_checkpoint
+    from tinymvlm.errors import TmvError
+    from tinymvlm.models import resolve_model
+
+    model, _, _ = load_checkpoint(resolve_model(sources["clip"]))
+    with pytest.raises(TmvError, match="--no-lock-image"):
+        freeze.lock_image(model, 1)
 
 
 # ------------------------------------------------------------------------------------- bad input
