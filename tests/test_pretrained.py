@@ -208,6 +208,14 @@ def test_train_from_a_pretrained_model_resumes_and_reloads_bit_for_bit(tmp_path,
         assert torch.equal(model.encode_text(tokenizer(["a red square"])), again.encode_text(tokenizer(["a red square"])))
 
 
+def test_a_config_file_names_the_model_as_the_flag_does(tmp_path):
+    from tinymvlm.run import read_config
+
+    for key in ("model", "base_model"):
+        (tmp_path / "c.yaml").write_text(f"{key}: hf:org/name\nepochs: 2\n")
+        assert read_config(tmp_path / "c.yaml").base_model == "hf:org/name"
+
+
 def test_unlocking_image_groups_needs_a_timm_tower(sources):
     from tinymvlm import freeze
     from tinymvlm.checkpoint import load_checkpoint
