@@ -294,3 +294,22 @@ def test_dimension_guard_uses_the_imported_models_own_size(sources):
 
     sizes = {kind: read_metadata(resolve_model(ref))["model_config"]["embed_dim"] for kind, ref in sources.items()}
     assert sizes == {"clip": 16, "siglip": 32, "open_clip": 16}
+
+
+def test_serve_takes_the_model(tmp_path, colour_folder, sources):
+    import urllib.request
+
+    from serving import ServerProcess
+
+    index = tmp_path / "index"
+    assert CliRunner().invoke(cli, ["index", str(colour_folder), "--index", str(index), "--model", sources["siglip"]]).exit_code == 0
+    server = ServerProcess("--index", str(index), "--model", sources["siglip"], "--device", "cpu")
+    try:
+        with urllib.request.urlopen(server.url.rstrip("/") + "/api/search?q=a+red+square&k=3", timeout=60) as response:
+            answer = json.loads(response.read())
+        with urllib.request.urlopen(server.url.rstrip("/") + "/api/info", timeout=60) as response:
+            info = json.loads(response.read())
+    finally:
+        server.stop()
+    assert len(answer["results"]) == 3
+    assert info["model"]["image_arch"] == "hf:siglip"
