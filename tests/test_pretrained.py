@@ -55,8 +55,8 @@ def _tensor(out) -> torch.Tensor:
 def test_hf_model_embeds_as_its_own_feature_functions_and_processor(sources, kind):
     """encode_image / encode_text equal the source's get_image_features / get_text_features
     (normalised) on the same inputs; our preprocessing matches the HF image processor's on a real
-    photo to within 0.05 (different resampling code: PIL in timm, PIL or torch in HF), and embedding
-    either pixel tensor gives the same direction to within 1e-2."""
+    photo to within 0.05 in any normalised pixel value (measured 0.015 for CLIP, 0.008 for SigLIP:
+    different resampling code), and embedding either pixel tensor gives the same direction to 1e-3."""
     from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
     import tinymvlm
@@ -70,11 +70,11 @@ def test_hf_model_embeds_as_its_own_feature_functions_and_processor(sources, kin
     ours = preprocess(_photo())[None]
     theirs = processor(images=_photo(), return_tensors="pt")["pixel_values"]
     assert ours.shape == theirs.shape
-    assert (ours - theirs).abs().mean() < 0.05
+    assert (ours - theirs).abs().max() < 0.05 and (ours - theirs).abs().mean() < 1e-3
     with torch.no_grad():
         expected = torch.nn.functional.normalize(_tensor(full.get_image_features(pixel_values=theirs)), dim=-1)
         assert torch.allclose(model.encode_image(theirs), expected, atol=1e-5)
-        assert (model.encode_image(ours) - expected).abs().max() < 1e-2
+        assert (model.encode_image(ours) - expected).abs().max() < 1e-3
 
         texts = ["a red square", "a photo of the cat in snow"]
         padding = "max_length" if kind == "siglip" else "longest"  # SigLIP was trained padded to its full length
@@ -95,7 +95,7 @@ def test_open_clip_model_embeds_as_encode_image_and_encode_text(sources):
     clip.eval()
     model, preprocess, tokenizer = tinymvlm.load(sources["open_clip"])
     ours, theirs = preprocess(_photo())[None], transform(_photo())[None]
-    assert ours.shape == theirs.shape and (ours - theirs).abs().mean() < 0.05
+    assert ours.shape == theirs.shape and (ours - theirs).abs().max() < 0.05
     texts = ["a red square", "A Dog's photo, 10:30!"]
     oc_ids = open_clip.get_tokenizer(OPEN_CLIP_ARCH)(texts)
     ids = tokenizer(texts)

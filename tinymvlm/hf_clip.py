@@ -40,14 +40,12 @@ class HfTextTower(nn.Module):
     causal (the end-of-text position never sees padding) and SigLIP's was trained without one, on
     text padded to its full context length, which `pool` restores whatever padding it is given."""
 
-    def __init__(self, text_model: nn.Module, model_type: str, pad_token_id: int, context_length: int,
-                 width: int) -> None:
+    def __init__(self, text_model: nn.Module, model_type: str, pad_token_id: int, context_length: int) -> None:
         super().__init__()
         self.text_model = text_model
         self.model_type = model_type
         self.pad_token_id = pad_token_id
         self.context_length = context_length
-        self.width = width
 
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.model_type == "siglip":
@@ -57,10 +55,8 @@ class HfTextTower(nn.Module):
 
 def _parts(full: nn.Module, source: dict) -> tuple[nn.Module, nn.Module, tuple[nn.Module, nn.Module]]:
     config = full.config
-    vision_width = config.vision_config.hidden_size
-    text_width = config.text_config.hidden_size
-    image = HfImageTower(full.vision_model, vision_width)
-    text = HfTextTower(full.text_model, config.model_type, source["pad_token_id"], source["context_length"], text_width)
+    image = HfImageTower(full.vision_model, config.vision_config.hidden_size)
+    text = HfTextTower(full.text_model, config.model_type, source["pad_token_id"], source["context_length"])
     if config.model_type == "clip":
         heads = (full.visual_projection, full.text_projection)
     else:

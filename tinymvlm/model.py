@@ -26,7 +26,7 @@ class TinyClip(nn.Module):
 
     The towers are a timm model and a Hugging Face encoder (mean-pooled), or the adapters of an
     imported pretrained CLIP (see `pretrained`): an image tower with `num_features` (pixels -> pooled
-    features), a text tower with `width`, `pad_token_id` and `pool(ids, mask)` (its own pooling and
+    features), a text tower with `pad_token_id` and `pool(ids, mask)` (its own pooling and
     padding rules). `heads` (the source model's own projections) replace fresh ones; `source`
     describes how to rebuild such towers from a checkpoint."""
 

@@ -51,7 +51,7 @@ class OpenClipText(nn.Module):
     model's context length as open_clip's tokenizer pads them. The text transformer is causal and
     pools at the end-of-text token, so the attention mask is not needed."""
 
-    def __init__(self, clip: nn.Module, pad_token_id: int, width: int) -> None:
+    def __init__(self, clip: nn.Module, pad_token_id: int) -> None:
         super().__init__()
         clip.visual = None
         for name in ("logit_scale", "logit_bias"):  # the model's temperature is TinyClip's own
@@ -59,7 +59,6 @@ class OpenClipText(nn.Module):
                 delattr(clip, name)
         self.clip = clip
         self.pad_token_id = pad_token_id
-        self.width = width
 
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.clip.encode_text(pad_to(input_ids, attention_mask, self.clip.context_length, self.pad_token_id))
@@ -75,7 +74,7 @@ def _create(model_cfg: dict) -> nn.Module:
 def _assemble(config: ModelConfig, clip: nn.Module, source: dict, data_config: dict) -> TinyClip:
     embed_dim = source["model_cfg"]["embed_dim"]
     image = OpenClipImage(clip.visual, embed_dim)
-    text = OpenClipText(clip, source["pad_token_id"], embed_dim)
+    text = OpenClipText(clip, source["pad_token_id"])
     return TinyClip(config, image, text, f"open_clip:{source['arch']}", data_config,
                     heads=(nn.Identity(), nn.Identity()), source=source)
 
