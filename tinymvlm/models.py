@@ -60,7 +60,7 @@ def resolve_model(ref: str | Path | None) -> Path:
         except TmvError:
             raise TmvError(f"folder {path} is neither a tmv run folder (best.safetensors) nor a Hugging Face "
                            "CLIP/SigLIP folder (config.json); --model takes " + FORMS) from None
-    if path.exists():
+    if path.exists() or path.suffix or len(path.parts) > 1:  # a path: the checkpoint's own errors name it
         return resolve_checkpoint(path)
     raise TmvError(f"unknown model '{ref}': no such file or folder; --model takes {FORMS}")
 
