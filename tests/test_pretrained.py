@@ -173,8 +173,9 @@ def test_zeroshot_eval_takes_the_model(tmp_path, sources):
 
 @pytest.mark.parametrize("kind", ["clip", "open_clip"])
 def test_train_from_a_pretrained_model_resumes_and_reloads_bit_for_bit(tmp_path, colour_folder, sources, kind):
-    """`tmv train --model` starts from the source's towers, heads and temperature, records it in
-    config.yaml, resumes, and its checkpoint rebuilds the fine-tuned model offline exactly."""
+    """`tmv train --model` starts from the source's towers, heads and temperature (in bf16 for one
+    of them), records it in config.yaml, resumes, and its checkpoint rebuilds the fine-tuned model
+    offline exactly."""
     import tinymvlm
     from tinymvlm.checkpoint import fingerprint, load_checkpoint, read_metadata
     from tinymvlm.models import resolve_model
@@ -182,7 +183,7 @@ def test_train_from_a_pretrained_model_resumes_and_reloads_bit_for_bit(tmp_path,
     run = tmp_path / "run"
     args = ["train", "--data", str(colour_folder), "--model", sources[kind], "--out-dir", str(run), "--batch-size", "4",
             "--workers", "0", "--image-views", "2", "--warmup-steps", "1", "--lr", "1e-2", "--tower-lr", "1e-2",
-            "--lock-text", "--lock-text-unlocked", "1"]
+            "--lock-text", "--lock-text-unlocked", "1", "--precision", "bf16" if kind == "clip" else "fp32"]
     result = CliRunner().invoke(cli, [*args, "--epochs", "1"])
     assert result.exit_code == 0, result.output
     assert f"base_model: {sources[kind]}" in (run / "config.yaml").read_text()
@@ -313,3 +314,29 @@ def test_serve_takes_the_model(tmp_path, colour_folder, sources):
         server.stop()
     assert len(answer["results"]) == 3
     assert info["model"]["image_arch"] == "hf:siglip"
+
+
+def test_two_processes_fine_tune_a_pretrained_model_as_one_with_the_global_batch(tmp_path, colour_folder, sources):
+    """`tmv train --nproc 2 --model` with batch 4 per rank takes the same steps as one process with
+    batch 8 (the whole model trains: the tiny CLIP has no dropout)."""
+    import os
+    import subprocess
+    import sys
+
+    common = ["train", "--data", str(colour_folder), "--model", sources["clip"], "--val-fraction", "0", "--epochs", "1",
+              "--workers", "0", "--warmup-steps", "0", "--no-lock-image", "--device", "cpu", "--precision", "fp32"]
+    single = CliRunner().invoke(cli, [*common, "--batch-size", "8", "--out-dir", str(tmp_path / "single")])
+    assert single.exit_code == 0, single.output
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    result = subprocess.run([sys.executable, "-m", "tinymvlm.cli", *common, "--batch-size", "4", "--nproc", "2",
+                             "--out-dir", str(tmp_path / "ddp")], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+
+    def losses(run):
+        return [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["type"] == "step"]
+
+    assert losses(tmp_path / "ddp") == pytest.approx(losses(tmp_path / "single"), abs=1e-6)
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "single" / "best.safetensors"), load_file(tmp_path / "ddp" / "best.safetensors")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
