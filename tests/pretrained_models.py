@@ -1,9 +1,10 @@
 """Tiny pretrained-CLIP sources the tests make themselves: random Hugging Face CLIP and SigLIP folders
 saved with `save_pretrained`, and a registered tiny open_clip architecture with a checkpoint file.
 
-The Hugging Face folders carry a word-level tokenizer built with the `tokenizers` library (a lowercase
-whitespace vocabulary of the test captions, `<s> ... </s>` around each text): real CLIP/SigLIP
-tokenizers need their vocabulary files from the hub. The open_clip model uses open_clip's own bundled
+The CLIP folder carries a word-level tokenizer built with the `tokenizers` library (a lowercase
+whitespace vocabulary of the test captions, `<s> ... </s>` around each text), since a real CLIP
+tokenizer needs its vocabulary files from the hub; the SigLIP folder a real SiglipTokenizer on a tiny
+SentencePiece model trained on those captions (pad = end of text, as SigLIP's; a binary file). The open_clip model uses open_clip's own bundled
 BPE tokenizer, which works offline."""
 
 from __future__ import annotations
@@ -47,17 +48,35 @@ def save_hf_clip(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def sentencepiece_tokenizer(folder: Path, max_length: int):
+    import io
+
+    import sentencepiece
+    from transformers import SiglipTokenizer
+
+    captions = [f"a plain {w} square" for w in WORDS] + ["a photo of the cat in snow", "a dog"]
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(captions * 10), model_writer=model, vocab_size=60, model_type="unigram", pad_id=0,
+        eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>", minloglevel=2,
+        hard_vocab_limit=False)
+    (folder / "spiece.model").write_bytes(model.getvalue())
+    return SiglipTokenizer(vocab_file=str(folder / "spiece.model"), model_max_length=max_length)
+
+
 def save_hf_siglip(folder: Path, seed: int = 0) -> Path:
     import torch
     from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
 
     torch.manual_seed(seed)
-    text = dict(vocab_size=len(WORDS) + 4, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                num_attention_heads=2, max_position_embeddings=16, pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = sentencepiece_tokenizer(folder, 32)
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2, max_position_embeddings=32, pad_token_id=1, eos_token_id=1)
     vision = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=2)
     SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).save_pretrained(folder)
-    word_tokenizer(16).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
     return folder
 

@@ -78,7 +78,7 @@ def test_hf_model_embeds_as_its_own_feature_functions_and_processor(sources, kin
 
         texts = ["a red square", "a photo of the cat in snow"]
         padding = "max_length" if kind == "siglip" else "longest"  # SigLIP was trained padded to its full length
-        batch = hf_tok(texts, padding=padding, max_length=16, return_tensors="pt")
+        batch = hf_tok(texts, padding=padding, max_length=model.config.context_length, return_tensors="pt")
         kwargs = {} if kind == "siglip" else {"attention_mask": batch["attention_mask"]}
         expected = torch.nn.functional.normalize(_tensor(full.get_text_features(input_ids=batch["input_ids"], **kwargs)), dim=-1)
         assert torch.allclose(model.encode_text(tokenizer(texts)), expected, atol=1e-5)

@@ -117,7 +117,7 @@ def import_model(source_dir: str, ref: str):
         full = AutoModel.from_pretrained(source_dir).float().eval()
         tokenizer = AutoTokenizer.from_pretrained(source_dir)
         processor = AutoImageProcessor.from_pretrained(source_dir)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ImportError) as exc:  # ImportError: a tokenizer's library is missing
         raise TmvError(f"could not load {ref}: {first_line(exc)}") from exc
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     source = {"kind": "hf", "config": full.config.to_dict(), "pad_token_id": int(pad),
