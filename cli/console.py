@@ -70,3 +70,13 @@ def friendly_errors(func: Callable) -> Callable:
             sys.exit(130)
 
     return wrapper
+
+
+def model_option(default: str) -> Callable:
+    """`--model` (also spelled `--checkpoint`, its older name): one option, one dest, on every command
+    that loads a model; `default` says what the command uses without it."""
+    import click
+
+    return click.option("--model", "--checkpoint", "model", metavar="MODEL",
+                        help="hf:ORG/NAME or a Hugging Face CLIP/SigLIP folder, open_clip:ARCH/TAG|FILE, a tmv "
+                             f"checkpoint or run folder, or builtin. {default}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .console import err, friendly_errors, out, setup_logging, warn_skipped
+from .console import err, friendly_errors, model_option, out, setup_logging, warn_skipped
 
 DEFAULT_KS = (1, 5, 10)
 
@@ -93,7 +93,7 @@ def _zeroshot_tables(title: str, result) -> list:
 @click.argument("ks", nargs=-1, type=int, metavar="[K]...")
 @click.option("--recall", is_flag=True, help="Retrieval R@K for the K values given as arguments (default 1 5 10); the default task.")
 @click.option("--zeroshot", is_flag=True, help="Zero-shot classification of labelled images instead of retrieval.")
-@click.option("--checkpoint", help="Checkpoint file or run folder (its best). Default: the latest run's best.")
+@model_option("Default: the latest run's best.")
 @click.option("--data", help="Evaluation data (any source tmv train reads; for --zeroshot also class subfolders or an IDX folder). "
                              "Default: the checkpoint's run validation data.")
 @click.option("--split", help="Dataset or IDX split (default test; Flickr30k's 1k test split).")
@@ -113,7 +113,7 @@ def _zeroshot_tables(title: str, result) -> list:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("-v", "--verbose", is_flag=True, help="Show informational log messages.")
 @friendly_errors
-def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, checkpoint: str | None, data: str | None, split: str | None,
+def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, model: str | None, data: str | None, split: str | None,
              image_root: str | None, image_column: str | None, caption_column: str | None, label_column: str | None,
              classes_file: str | None, templates: tuple[str, ...], limit: int | None, index_dir: str | None,
              json_path: str | None, batch_size: int, workers: int | None, precision: str, device: str, verbose: bool) -> None:
@@ -124,7 +124,7 @@ def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, checkpoint: str 
 
     \b
     tmv eval --recall 1 5 10                      latest run's best checkpoint, its validation data
-    tmv eval --checkpoint runs/x --data nlphuji/flickr30k --recall 1 5 10 --json flickr.json
+    tmv eval --model runs/x --data nlphuji/flickr30k --recall 1 5 10 --json flickr.json
     tmv eval --zeroshot --data /usr/share/datasets/fashion-mnist --split test
     """
     setup_logging(verbose)
@@ -144,13 +144,13 @@ def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, checkpoint: str 
     from tinymvlm.atomic import write_text
     from tinymvlm.checkpoint import load_checkpoint, read_metadata
     from tinymvlm.evaluate import evaluation_record
-    from tinymvlm.run import resolve_checkpoint
+    from tinymvlm.models import resolve_model
     from tinymvlm.metrics import check_ks
     from tinymvlm.runtime import Runtime
 
     ks_list = check_ks(ks or DEFAULT_KS) if not zeroshot else []
     runtime = Runtime(device, precision, batch_size, workers).resolve()
-    path = resolve_checkpoint(checkpoint)
+    path = resolve_model(model)
     read_metadata(path)  # an unknown format fails here, before any data is read
     if zeroshot:
         evaluation = _zeroshot_data(data, split, image_root, image_column, label_column, classes_file, templates, limit)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .console import err, friendly_errors, setup_logging
+from .console import err, friendly_errors, model_option, setup_logging
 
 
 class RichProgress:
@@ -100,8 +100,8 @@ def nothing_indexed(report) -> str:
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--index", "index_dir", type=click.Path(file_okay=False),
               help="Index folder. Default: $TMV_INDEX, else ~/.local/share/tinymvlm/index ($XDG_DATA_HOME).")
-@click.option("--checkpoint", help="Checkpoint file or run folder. Default: the model the index was built with, "
-                                   "else the best checkpoint of the latest run under ./runs ($TMV_RUNS).")
+@model_option("Default: the model the index was built with, else the best checkpoint of the latest run under "
+              "./runs ($TMV_RUNS).")
 @click.option("--captions", "captions", multiple=True, type=click.Path(dir_okay=False),
               help="Caption file to index for text search: one per line, or a TSV/CSV/JSONL column. Repeatable.")
 @click.option("--caption-column", help="Column name (or 0-based number) of the captions in a TSV/CSV/JSONL file.")
@@ -131,7 +131,7 @@ def nothing_indexed(report) -> str:
 @click.option("-v", "--verbose", is_flag=True, help="Show informational messages and every skipped file.")
 @click.pass_context
 @friendly_errors
-def index(ctx: click.Context, paths, index_dir, checkpoint, captions, caption_column, exclude, rebuild, index_type,
+def index(ctx: click.Context, paths, index_dir, model, captions, caption_column, exclude, rebuild, index_type,
           nlist, nprobe, hnsw_m, ef_construction, ef_search, batch_size, workers, device, precision, shard_text, merge,
           nproc, wait, verbose) -> None:
     """Embed every image under PATH... (and caption files) into an index that later runs update incrementally.
@@ -168,7 +168,7 @@ def index(ctx: click.Context, paths, index_dir, checkpoint, captions, caption_co
         summarise(run.report, run.folder, verbose, f"shard {run.shard}: " if run.shard else "")
 
     try:
-        run = build_index(index_dir, paths, checkpoint=checkpoint, captions=captions, caption_column=caption_column,
+        run = build_index(index_dir, paths, checkpoint=model, captions=captions, caption_column=caption_column,
                           exclude=exclude, index_type=index_type, spec_settings=spec_settings, runtime=runtime,
                           rebuild=rebuild, wait=wait, shard=Shard.parse(shard_text) if shard_text else None,
                           progress=progress, on_report=done)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .console import err, friendly_errors, out, setup_logging
+from .console import err, friendly_errors, model_option, out, setup_logging
 
 
 class _ScoreCommand(click.Command):
@@ -30,14 +30,14 @@ class _ScoreCommand(click.Command):
 @click.option("-c", "--caption", "captions", multiple=True,
               help="A caption to score; repeat it, or give several after --captions.")
 @click.option("--captions-file", type=click.Path(dir_okay=False), help="Captions to score, one per line.")
-@click.option("--checkpoint", help="Checkpoint file or run folder. Default: the latest run's best.")
+@model_option("Default: the latest run's best.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image on stdout.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="auto: fp32, as for search queries.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("-v", "--verbose", is_flag=True, help="Show informational log messages.")
 @friendly_errors
-def score(images, captions, captions_file, checkpoint, as_json, precision, device, verbose) -> None:
+def score(images, captions, captions_file, model, as_json, precision, device, verbose) -> None:
     """Score IMAGES against captions: every caption's cosine similarity and its probability (a softmax
     over the given captions at the model's own temperature), best first.
 
@@ -60,13 +60,13 @@ def score(images, captions, captions_file, checkpoint, as_json, precision, devic
     from dataclasses import replace
 
     from tinymvlm.checkpoint import load_checkpoint
-    from tinymvlm.run import resolve_checkpoint
+    from tinymvlm.models import resolve_model
     from tinymvlm.runtime import Runtime
     from tinymvlm.score import check_inputs, score_images
 
     check_inputs(images, texts)
     runtime = replace(Runtime.for_queries(device, precision), batch_size=64).resolve()
-    model, tokenizer, _ = load_checkpoint(resolve_checkpoint(checkpoint))
+    model, tokenizer, _ = load_checkpoint(resolve_model(model))
     results = score_images(model, tokenizer, list(images), texts, runtime)
     if as_json:
         import json

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .console import err, friendly_errors, out, setup_logging
+from .console import err, friendly_errors, model_option, out, setup_logging
 
 
 def print_table(hits, texts: bool) -> None:
@@ -36,7 +36,7 @@ def json_line(hit) -> str:
 @click.argument("query", nargs=-1)
 @click.option("--index", "index_dir", type=click.Path(file_okay=False),
               help="Index folder. Default: $TMV_INDEX, else ~/.local/share/tinymvlm/index ($XDG_DATA_HOME).")
-@click.option("--checkpoint", help="Checkpoint file or run folder. Default: the one the index was built with.")
+@model_option("Default: the one the index was built with.")
 @click.option("-k", "--top", "k", type=int, default=10, show_default=True, help="Number of results.")
 @click.option("--image", "images", multiple=True, type=click.Path(dir_okay=False),
               help="Query image (image→image, or image→text with --texts). Repeatable; adds to a text query.")
@@ -52,7 +52,7 @@ def json_line(hit) -> str:
               help="auto: fp32 (a single query gains nothing from bf16).")
 @click.option("-v", "--verbose", is_flag=True, help="Show informational log messages.")
 @friendly_errors
-def search(query, index_dir, checkpoint, k, images, texts, literal, as_json, paths_only, html_file, nprobe, ef_search,
+def search(query, index_dir, model, k, images, texts, literal, as_json, paths_only, html_file, nprobe, ef_search,
            device, precision, verbose) -> None:
     """Search an index with QUERY: text, an image path, or a weighted mix like  cat + "in snow" - dog:0.5
 
@@ -72,7 +72,7 @@ def search(query, index_dir, checkpoint, k, images, texts, literal, as_json, pat
     if as_json and paths_only:
         raise TmvError("choose one of --json and --paths-only")
     text = " ".join(query)
-    idx = Index(index_dir, checkpoint=checkpoint, runtime=Runtime.for_queries(device, precision))
+    idx = Index(index_dir, checkpoint=model, runtime=Runtime.for_queries(device, precision))
     hits = idx.search(text or None, images, k=k, texts=texts, nprobe=nprobe, ef_search=ef_search, literal=literal)
     if html_file:
         from tinymvlm.atomic import write_text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.markup import escape
 
-from .console import err, friendly_errors, setup_logging
+from .console import err, friendly_errors, model_option, setup_logging
 
 
 def bind(host: str, port: int):
@@ -30,7 +30,7 @@ def bind(host: str, port: int):
 @click.command()
 @click.option("--index", "index_dir", type=click.Path(file_okay=False),
               help="Index folder. Default: $TMV_INDEX, else ~/.local/share/tinymvlm/index ($XDG_DATA_HOME).")
-@click.option("--checkpoint", help="Checkpoint file or run folder. Default: the one the index was built with.")
+@model_option("Default: the one the index was built with.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Anything but a loopback address lets other machines search the index.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: any free one).")
@@ -45,7 +45,7 @@ def bind(host: str, port: int):
               help="auto: fp32 (a single query gains nothing from bf16).")
 @click.option("-v", "--verbose", is_flag=True, help="Show informational log messages.")
 @friendly_errors
-def serve(index_dir, checkpoint, host, port, allow_hosts, thumb_dir, max_upload_mb, device, precision, verbose) -> None:
+def serve(index_dir, model, host, port, allow_hosts, thumb_dir, max_upload_mb, device, precision, verbose) -> None:
     """Serve a search page and JSON API for an index, on http://127.0.0.1:8000/ by default.
 
     The model and index are loaded once, so queries take milliseconds; files added by a running
@@ -58,7 +58,7 @@ def serve(index_dir, checkpoint, host, port, allow_hosts, thumb_dir, max_upload_
     from tinymvlm.index.hostguard import server_names
     from tinymvlm.runtime import Runtime
 
-    index = Index(index_dir, checkpoint=checkpoint, runtime=Runtime.for_queries(device, precision))
+    index = Index(index_dir, checkpoint=model, runtime=Runtime.for_queries(device, precision))
     index.info()  # no index, or an unreadable one: say so before loading anything
     sock = bind(host, port)  # a busy port: likewise
     names = server_names(host, allow_hosts)

@@ -6,7 +6,7 @@
     for hit in idx.search("cat + in snow - dog", k=5):
         print(hit.rank, hit.score, hit.path)
 
-Which model: `checkpoint` when given (a file or run folder); otherwise the checkpoint an existing index
+Which model: `checkpoint` when given (anything `--model` takes, see tinymvlm.models); otherwise the checkpoint an existing index
 was built with, if that file still exists; otherwise the best checkpoint of the most recently trained run
 under ./runs or $TMV_RUNS. An index keeps its model: to re-embed with another one, pass
 `checkpoint=...` with `rebuild=True`. Any other model is refused, before it is even loaded (its
@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from tinymvlm.checkpoint import load_checkpoint, read_metadata
-from tinymvlm.run import resolve_checkpoint
+from tinymvlm.models import resolve_model
 from tinymvlm.embed import embed_query_images, embed_texts
 from tinymvlm.errors import TmvError
 from tinymvlm.runtime import Runtime
@@ -60,12 +60,12 @@ class Index:
     def checkpoint_path(self) -> Path:
         """The checkpoint this index uses (the rule in the module docstring)."""
         if self.checkpoint is not None:
-            return resolve_checkpoint(self.checkpoint)
+            return resolve_model(self.checkpoint)
         if self.store.exists():
             built = Path(self.store.read_manifest()["model"]["checkpoint"])
             if built.is_file():
                 return built
-        return resolve_checkpoint(None)
+        return resolve_model(None)
 
     def model_info(self) -> ModelInfo:
         """Identity of the model from its checkpoint's metadata, without building it."""

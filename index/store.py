@@ -101,9 +101,11 @@ class IndexStore:
         """Refuse to mix vectors of two models: they live in different spaces."""
         built = manifest["model"]
         if built["fingerprint"] != model.fingerprint or built["embed_dim"] != model.embed_dim:
+            sizes = (f" ({built['embed_dim']}-dimensional vectors, this model embeds {model.embed_dim})"
+                     if built["embed_dim"] != model.embed_dim else "")
             raise TmvError(
-                f"index {self.folder} was built with model {built['fingerprint']} ({built['checkpoint']}), "
-                f"not {model.fingerprint} ({model.checkpoint}); pass --checkpoint {built['checkpoint']}, "
+                f"index {self.folder} was built with model {built['fingerprint']} ({built['checkpoint']}){sizes}, "
+                f"not {model.fingerprint} ({model.checkpoint}); pass --model {built['checkpoint']}, "
                 "or re-embed everything with this model: 'tmv index --rebuild'")
 
     def create(self, model: ModelInfo, spec: IndexSpec, extra: dict | None = None) -> dict:

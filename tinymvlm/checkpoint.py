@@ -8,6 +8,7 @@ tokenizer's files. `latest` also carries the training state (optimizer tensors, 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import tempfile
@@ -38,10 +39,18 @@ def fingerprint(model: TinyClip) -> str:
     return digest.hexdigest()[:16]
 
 
-def _tokenizer_files(tokenizer) -> dict[str, str]:
+def _tokenizer_files(tokenizer) -> tuple[dict[str, str], dict[str, str]]:
+    """The tokenizer's saved files: text files as they are, binary ones (a SentencePiece model) in base64."""
+    text, binary = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save_pretrained(tmp)
-        return {p.name: p.read_text(encoding="utf-8") for p in Path(tmp).iterdir() if p.is_file()}
+        for p in Path(tmp).iterdir():
+            if p.is_file():
+                try:
+                    text[p.name] = p.read_text(encoding="utf-8")
+                except UnicodeDecodeError:
+                    binary[p.name] = base64.b64encode(p.read_bytes()).decode("ascii")
+    return text, binary
 
 
 def save_checkpoint(path: str | Path, model: TinyClip, tokenizer, info: dict | None = None,
@@ -49,19 +58,25 @@ def save_checkpoint(path: str | Path, model: TinyClip, tokenizer, info: dict | N
     """Write atomically; returns the weights' fingerprint. `info` (epoch, metrics...) goes into the
     metadata; `trainer_state` is (tensors, json-able dict) for resuming."""
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    text_config = model.text_tower.config.to_diff_dict()
-    text_config["model_type"] = model.text_tower.config.model_type
     fp = fingerprint(model)
+    text_files, binary_files = _tokenizer_files(tokenizer)
     metadata = {
         "format": FORMAT,
         "fingerprint": fp,
         "model_config": json.dumps(model.config.to_dict()),
         "image_arch": model.image_arch,
-        "text_config": json.dumps(text_config),
         "data_config": json.dumps(model.data_config),
-        "tokenizer": json.dumps(_tokenizer_files(tokenizer)),
+        "tokenizer": json.dumps(text_files),
         "info": json.dumps(info or {}),
     }
+    if binary_files:
+        metadata["tokenizer_binary"] = json.dumps(binary_files)
+    if model.source is not None:  # an imported pretrained CLIP: its towers rebuild from its own config
+        metadata["source"] = json.dumps(model.source)
+    else:
+        text_config = model.text_tower.config.to_diff_dict()
+        text_config["model_type"] = model.text_tower.config.model_type
+        metadata["text_config"] = json.dumps(text_config)
     if trainer_state is not None:
         state_tensors, state_json = trainer_state
         tensors.update({STATE_PREFIX + k: v.detach().cpu().contiguous() for k, v in state_tensors.items()})
@@ -84,7 +99,8 @@ def read_metadata(path: str | Path) -> dict:
     if raw.get("format") != FORMAT:
         raise TmvError(f"{path} is a safetensors file but not a tinymvlm checkpoint (format {raw.get('format')!r})")
     meta = dict(raw)
-    for key in ("model_config", "text_config", "data_config", "tokenizer", "info", "trainer_state"):
+    for key in ("model_config", "text_config", "data_config", "tokenizer", "tokenizer_binary", "source", "info",
+                "trainer_state"):
         if key in meta:
             meta[key] = json.loads(meta[key])
     return meta
@@ -96,18 +112,24 @@ def load_tokenizer(meta: dict):
     with tempfile.TemporaryDirectory() as tmp:
         for name, text in meta["tokenizer"].items():
             (Path(tmp) / Path(name).name).write_text(text, encoding="utf-8")
+        for name, data in meta.get("tokenizer_binary", {}).items():
+            (Path(tmp) / Path(name).name).write_bytes(base64.b64decode(data))
         return AutoTokenizer.from_pretrained(tmp)
 
 
 def load_checkpoint(path: str | Path, with_state: bool = False):
     """Rebuild (model, tokenizer, metadata[, trainer tensors]) from one checkpoint file, offline."""
+    from .pretrained import model_from_source
     from .towers import create_timm, text_tower_from_config
 
     meta = read_metadata(path)
     config = ModelConfig(**meta["model_config"])
-    image_tower = create_timm(meta["image_arch"], False, config.image_size)
-    text_tower = text_tower_from_config(meta["text_config"])
-    model = TinyClip(config, image_tower, text_tower, meta["image_arch"], meta["data_config"])
+    if "source" in meta:
+        model = model_from_source(config, meta["source"], meta["image_arch"], meta["data_config"])
+    else:
+        image_tower = create_timm(meta["image_arch"], False, config.image_size)
+        text_tower = text_tower_from_config(meta["text_config"])
+        model = TinyClip(config, image_tower, text_tower, meta["image_arch"], meta["data_config"])
     weights, state = {}, {}
     with safe_open(str(path), framework="pt") as fh:
         if {PRIOR_KEY, PRIOR_CLASSIFIER_KEY} <= set(fh.keys()):

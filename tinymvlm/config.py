@@ -73,6 +73,10 @@ class TrainConfig:
     caption_column: str | None = option(None, "Caption column of a pairs file or dataset.")
     split: str | None = option(None, "Dataset split to train on (default train).")
     val_split: str | None = option(None, "Dataset split of --val-data.")
+    base_model: str | None = option(
+        None, "Start from this model instead of new heads on the towers above: hf:ORG/NAME or a Hugging Face "
+              "CLIP/SigLIP folder, open_clip:ARCH/TAG|FILE, a tmv checkpoint or run folder (its towers, heads "
+              "and temperature; the tower options are then its own).", flag="--model")
     model: ModelConfig = field(default_factory=ModelConfig)
     pad_to_max: bool = option(False, "Pad every caption to --context-length instead of the batch's longest.")
     epochs: int = option(10, "Passes over the training images.")

@@ -18,6 +18,9 @@ def lock_image(model: TinyClip, unlocked: int) -> None:
     for p in tower.parameters():
         p.requires_grad = False
     if unlocked > 0:
+        if not hasattr(tower, "group_matcher"):
+            raise TmvError(f"image tower {model.image_arch} has no timm parameter groups to unlock; use --lock-image-unlocked 0 "
+                           "or --no-lock-image")
         groups = group_parameters(tower, tower.group_matcher(coarse=True), reverse=False)
         names = dict(tower.named_parameters())
         for group in list(groups.values())[-unlocked:]:
@@ -31,7 +34,8 @@ def lock_text(model: TinyClip, unlocked: int) -> None:
     for p in tower.parameters():
         p.requires_grad = False
     if unlocked > 0:
-        layers = next((m for name, m in tower.named_modules() if name.endswith("layer") and isinstance(m, torch.nn.ModuleList)), None)
+        layers = next((m for name, m in tower.named_modules()
+                       if name.endswith(("layer", "layers", "resblocks")) and isinstance(m, torch.nn.ModuleList)), None)
         if layers is None:
             raise TmvError("cannot find the text tower's layer list to unlock; use --lock-text-unlocked 0")
         for layer in list(layers)[-unlocked:]:

@@ -22,18 +22,28 @@ def _head(in_dim: int, out_dim: int, kind: str) -> nn.Module:
 
 
 class TinyClip(nn.Module):
-    """CLIP-style model. `encode_image` / `encode_text` return L2-normalised embeddings."""
+    """CLIP-style model. `encode_image` / `encode_text` return L2-normalised embeddings.
+
+    The towers are a timm model and a Hugging Face encoder (mean-pooled), or the adapters of an
+    imported pretrained CLIP (see `pretrained`): an image tower with `num_features` (pixels -> pooled
+    features), a text tower with `pad_token_id` and `pool(ids, mask)` (its own pooling and
+    padding rules). `heads` (the source model's own projections) replace fresh ones; `source`
+    describes how to rebuild such towers from a checkpoint."""
 
     def __init__(self, config: ModelConfig, image_tower: nn.Module, text_tower: nn.Module,
-                 image_arch: str, data_config: dict) -> None:
+                 image_arch: str, data_config: dict, heads: tuple[nn.Module, nn.Module] | None = None,
+                 source: dict | None = None) -> None:
         super().__init__()
         self.config = config
         self.image_arch = image_arch
         self.data_config = data_config
+        self.source = source
         self.image_tower = image_tower
         self.text_tower = text_tower
-        self.image_proj = _head(image_tower.num_features, config.embed_dim, config.head)
-        self.text_proj = _head(text_tower.config.hidden_size, config.embed_dim, config.head)
+        if heads is None:
+            heads = (_head(image_tower.num_features, config.embed_dim, config.head),
+                     _head(text_tower.config.hidden_size, config.embed_dim, config.head))
+        self.image_proj, self.text_proj = heads
         self.logit_scale = nn.Parameter(torch.tensor(math.log(config.init_logit_scale)))
         self.label_prior: LabelPrior | None = None
 
@@ -57,7 +67,9 @@ class TinyClip(nn.Module):
         return self.project_image(self.image_features(pixels))
 
     def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Mean-pooled text-tower output, before the head."""
+        """Pooled text-tower output, before the head: an adapter's own pooling, else the mean over the mask."""
+        if hasattr(self.text_tower, "pool"):
+            return self.text_tower.pool(input_ids, attention_mask)
         hidden = self.text_tower(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-6)
@@ -66,7 +78,8 @@ class TinyClip(nn.Module):
     def pad_token_id(self) -> int:
         """The token id that marks padding (the text tower's own), from which `encode_text` derives
         the attention mask when none is given."""
-        pad = self.text_tower.config.pad_token_id
+        pad = getattr(self.text_tower, "pad_token_id", None)
+        pad = self.text_tower.config.pad_token_id if pad is None else pad
         if pad is None:
             raise TmvError(f"text tower {self.config.text_model} has no pad token; pass encode_text an attention_mask")
         return int(pad)

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 
-def option(default: Any, help: str, *, choices: Sequence[str] | None = None, off: str | None = None) -> Any:
+def option(default: Any, help: str, *, choices: Sequence[str] | None = None, off: str | None = None,
+           flag: str | None = None) -> Any:
     """A dataclass field with its help; `choices` limits a string, `off` names a boolean's negative
-    flag (default `--no-NAME`)."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "off": off})
+    flag (default `--no-NAME`), `flag` the command-line flag when it is not `--NAME` (the YAML key
+    stays the field's name)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "off": off, "flag": flag})
 
 
 @dataclass(frozen=True)
@@ -31,10 +33,11 @@ class Option:
     choices: Sequence[str] | None
     off: str | None
     nested: str | None  # the field of the outer config that holds it (ModelConfig's options: "model")
+    flag_override: str | None = None
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.flag_override or "--" + self.name.replace("_", "-")
 
 
 def _plain(annotation: Any) -> type:
@@ -55,7 +58,8 @@ def options_of(cls: type) -> list[Option]:
             continue
         if "help" not in f.metadata:
             raise TypeError(f"{cls.__name__}.{f.name} is not declared with option(default, help)")
-        out.append(Option(f.name, kind, f.default, f.metadata["help"], f.metadata["choices"], f.metadata["off"], None))
+        out.append(Option(f.name, kind, f.default, f.metadata["help"], f.metadata["choices"], f.metadata["off"], None,
+                          f.metadata.get("flag")))
     return out
 
 

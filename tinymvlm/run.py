@@ -80,6 +80,8 @@ def read_options(path: str | Path) -> dict[str, Any]:
         loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise TmvError(f"cannot read config {path}: {str(exc).splitlines()[0]}") from exc
+    if isinstance(loaded, dict) and isinstance(loaded.get("model"), str):  # `model: REF`, as `--model REF` says it
+        loaded = {**{k: v for k, v in loaded.items() if k != "model"}, "base_model": loaded["model"]}
     if not isinstance(loaded, dict) or not isinstance(loaded.get("model") or {}, dict):
         raise TmvError(f"config {path} must be a mapping of option names to values")
     flat = {str(k).replace("-", "_"): v for k, v in loaded.items() if k != "model"}

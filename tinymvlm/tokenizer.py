@@ -20,6 +20,15 @@ def tokenize(tokenizer, texts: Sequence[str], context_length: int, pad_to_max: b
                           max_length=context_length, return_tensors="pt"))
 
 
+def pad_to(ids: torch.Tensor, mask: torch.Tensor, length: int, pad: int) -> torch.Tensor:
+    """Right-padded ids with `pad` at every masked position, cut or padded to exactly `length`
+    columns: for text towers that read a fixed-length sequence (SigLIP, open_clip)."""
+    ids = ids.masked_fill(mask == 0, pad)
+    if ids.shape[1] >= length:
+        return ids[:, :length]
+    return torch.cat([ids, ids.new_full((ids.shape[0], length - ids.shape[1]), pad)], dim=1)
+
+
 class Tokenizer:
     """`tokenizer("a cat")` or `tokenizer(["a cat", "a dog"])` -> LongTensor [n, context_length]; every
     position after a text's last token holds `pad_token_id`, the id the model reads as padding.

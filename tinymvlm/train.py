@@ -36,6 +36,7 @@ from .evaluate import evaluate
 from .factory import create_model
 from .loss import global_contrastive_loss
 from .model import TinyClip
+from .models import resolve_model
 from .optim import create_optimizer, lr_factor, restore_trainer_state, set_lr, trainer_state
 from .splits import load_datasets
 from .train_data import Collate, FeatureDataset, PairDataset, image_features, pretokenize, train_data_config
@@ -170,6 +171,9 @@ def setup(cfg: TrainConfig, reporter: Reporter | None, info: Dist, device: torch
         state_info = meta.get("trainer_state")
         if state_info is None:
             raise TmvError(f"{cfg.resume} holds weights only; resume from the run's {run.LATEST}")
+        model.train()
+    elif cfg.base_model:
+        model, tokenizer, _ = load_checkpoint(resolve_model(cfg.base_model))
         model.train()
     else:
         model, tokenizer = create_model(cfg.model)
