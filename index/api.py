@@ -98,7 +98,7 @@ class Index:
             cpu_fp32 = runtime.device in ("auto", "cpu") and runtime.precision in ("auto", "fp32")
             fingerprint = self.model_info().fingerprint
             self._encoder = text_onnx.TextEncoder.open(fingerprint, self._meta) if cpu_fp32 else None
-            self._encoder_unreadable = cpu_fp32 and self._encoder is None and text_onnx.encoder_path(fingerprint).is_file()
+            self._encoder_unreadable = cpu_fp32 and self._encoder is None and text_onnx.encoder_exists(fingerprint)
         return self._encoder
 
     def _prepare_text_encoder(self) -> None:

@@ -46,6 +46,18 @@ def _unsupported_path(fingerprint: str) -> Path:
     return cache_dir() / f"{fingerprint}.unsupported"
 
 
+def _is_file(path: Path) -> bool:
+    """Whether `path` is a file; False too when the cache cannot be looked into (another user's)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def encoder_exists(fingerprint: str) -> bool:
+    return _is_file(encoder_path(fingerprint))
+
+
 def _fast_tokenizer(meta: dict):
     """The checkpoint's tokenizer.json in the `tokenizers` library, truncating as `tokenize` does."""
     from tokenizers import Tokenizer
@@ -74,7 +86,7 @@ class TextEncoder:
             import onnxruntime as ort
         except ImportError:
             return None
-        if not path.is_file():
+        if not _is_file(path):
             return None
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = threads  # one: a query is tiny
@@ -101,7 +113,7 @@ class TextEncoder:
 
 def needs_export(fingerprint: str) -> bool:
     """No file yet and no earlier verdict that this model cannot be exported."""
-    return not encoder_path(fingerprint).is_file() and not _unsupported_path(fingerprint).is_file()
+    return not encoder_exists(fingerprint) and not _is_file(_unsupported_path(fingerprint))
 
 
 def export(model, hf_tokenizer, fingerprint: str, meta: dict) -> Path | None:
