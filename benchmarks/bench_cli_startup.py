@@ -66,7 +66,7 @@ import torch, faiss, numpy
 from tinymvlm.index import Index
 t1 = time.perf_counter()
 idx = Index({str(index)!r})
-idx._load_model()
+idx.load_model()
 t2 = time.perf_counter()
 from tinymvlm.index.query import parse_query
 vec = idx.embed_query(parse_query("a red square"))

@@ -82,7 +82,8 @@ class Index:
             self._info = ModelInfo(meta["fingerprint"], str(path.resolve()), int(config["embed_dim"]), meta["image_arch"])
         return self._info
 
-    def _load_model(self):
+    def load_model(self):
+        """(model, tokenizer) in torch, loaded once: what indexing and image queries embed with."""
         if self._model is None:
             from tinymvlm.checkpoint import load_checkpoint
 
@@ -158,7 +159,7 @@ class Index:
                         with catalog.transaction():
                             catalog.add_roots(roots)
                 if captions and (shard is None or shard.index == 0):
-                    model, tokenizer = self._load_model()
+                    model, tokenizer = self.load_model()
                     index_captions(catalog, model, tokenizer, [str(c) for c in captions], caption_column, runtime,
                                    report, progress)
                 for kind in KINDS:
@@ -180,7 +181,7 @@ class Index:
         apply_metadata(catalog, plan, report)
         if not plan.embed:
             return
-        model, _ = self._load_model()
+        model, _ = self.load_model()
         last_sync = [time.monotonic()]
 
         def periodic_sync() -> None:
@@ -214,7 +215,7 @@ class Index:
             return combine(terms, encoder.encode([t.text for t in terms]))
         from tinymvlm.embed import embed_query_images, embed_texts
 
-        model, tokenizer = self._load_model()
+        model, tokenizer = self.load_model()
         runtime = replace(self.runtime, workers=0)  # a few files: decoding in this process is quickest
         rows = np.zeros((len(terms), model.embed_dim), dtype=np.float32)
         texts = [(n, t.text) for n, t in enumerate(terms) if t.text is not None]
