@@ -159,3 +159,12 @@ def test_an_export_that_differs_from_torch_is_refused_once_and_for_all(tiny_chec
 def test_cuda_or_bf16_runtimes_keep_torch(tiny_index):
     for runtime in (Runtime(device="cuda"), Runtime(device="cpu", precision="bf16")):
         assert Index(tiny_index, runtime=runtime).text_encoder() is None
+
+
+def test_without_onnxruntime_every_query_uses_torch(tiny_index, tiny_checkpoint, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as where it has no wheel: importing it fails
+    fingerprint = read_metadata(tiny_checkpoint)["fingerprint"]
+    assert text_onnx.encoder_exists(fingerprint)
+    with Index(tiny_index, runtime=Runtime.for_queries()) as index:
+        assert index.text_encoder() is None
+        assert len(index.search("a plain red square", k=3)) == 3 and index._model is not None
