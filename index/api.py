@@ -30,6 +30,7 @@ import numpy as np
 from tinymvlm import text_onnx
 from tinymvlm.errors import TmvError
 from tinymvlm.metadata import read_metadata
+from tinymvlm.run import resolve_checkpoint
 from tinymvlm.runtime import Runtime
 
 from .catalog import KINDS, Catalog
@@ -65,13 +66,13 @@ class Index:
 
     def checkpoint_path(self) -> Path:
         """The checkpoint this index uses (the rule in the module docstring)."""
-        if self.checkpoint is None and self.store.exists():
+        if self.checkpoint is not None:
+            return resolve_checkpoint(self.checkpoint)
+        if self.store.exists():
             built = Path(self.store.read_manifest()["model"]["checkpoint"])
             if built.is_file():
                 return built
-        from tinymvlm.run import resolve_checkpoint  # imports torch (through the model config)
-
-        return resolve_checkpoint(self.checkpoint)
+        return resolve_checkpoint(None)
 
     def model_info(self) -> ModelInfo:
         """Identity of the model from its checkpoint's metadata, without building it."""

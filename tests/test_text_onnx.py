@@ -93,9 +93,13 @@ def tiny_index(tiny_checkpoint, colour_folder, tmp_path):
     return tmp_path / "idx"
 
 
-def test_a_cli_text_search_imports_neither_torch_nor_transformers(tiny_index, tmp_path, monkeypatch):
+@pytest.mark.parametrize("model_given", [False, True])
+def test_a_cli_text_search_imports_neither_torch_nor_transformers(model_given, tiny_index, tiny_checkpoint, tmp_path,
+                                                                  monkeypatch):
+    given = ["--checkpoint", str(tiny_checkpoint)] if model_given else []
     code = ("import sys\nfrom tinymvlm.cli.main import cli\n"
-            f"cli(['search', 'a plain red square', '--index', {str(tiny_index)!r}, '--json', '-k', '8'], standalone_mode=False)\n"
+            f"cli(['search', 'a plain red square', '--index', {str(tiny_index)!r}, '--json', '-k', '8', *{given!r}], "
+            "standalone_mode=False)\n"
             "print(json.dumps(sorted(m for m in ('torch', 'transformers', 'timm') if m in sys.modules)))\n")
     result = subprocess.run([sys.executable, "-c", "import json\n" + code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
