@@ -1,6 +1,6 @@
 """A model's text query path exported to ONNX and run by onnxruntime, so that a text search imports
-neither torch nor transformers: importing torch alone takes about 3 s on a 2-core machine, a whole
-cold `tmv search` on this path about 1 s (benchmarks/bench_cold.py).
+neither torch nor transformers: on a busy 2-core machine `import torch` alone took 6.4 s wall and
+3.0 s of CPU, a whole cold `tmv search` on this path 2.1 s and 0.9 s (benchmarks/bench_cli_startup.py).
 
 One file per model, named by the weights' fingerprint, in the user cache (platformdirs: on Linux
 $XDG_CACHE_HOME/tinymvlm/text-encoders, else ~/.cache/...): outside the index, so a read-only index
