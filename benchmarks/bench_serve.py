@@ -1,6 +1,6 @@
 """Load test of `tmv serve`: concurrent clients sending text queries to a real server on loopback.
 
-    python benchmarks/bench_serve.py [--vectors 100000] [--queries 2000] [--clients 16] [--checkpoint FILE]
+    python benchmarks/bench_serve.py [--vectors 100000] [--queries 2000] [--clients 16] [--checkpoint FILE] [--torch]
 
 The index holds --vectors synthetic image vectors (clustered unit vectors, as in bench_search.py),
 written through the catalogue and FAISS sync exactly as `tmv index` writes them; the queries go
@@ -8,7 +8,8 @@ through the real model path (the text tower embeds every query). Without --check
 packaged towers (MiniLM-L6 + EfficientNet-Lite0, untrained heads: realistic cost, meaningless ranking).
 `tmv serve` runs as its own process on 127.0.0.1:0; --clients threads each keep one HTTP/1.1
 connection and send queries until --queries are done or --max-seconds pass. Every query is different,
-so the server's cache of recent query vectors never answers: each one runs the text tower. Printed: errors,
+so the server's cache of recent query vectors never answers: each one runs the text encoder
+(ONNX, which the server writes at start-up; torch where it cannot). Printed: errors,
 throughput, client-side p50/p95 latency (includes queueing behind the other clients: the server runs
 one query at a time), the server's own per-query time from its Server-Timing header (warm p50/p95,
 wall time and the worker thread's CPU time: on a busy machine the wall time grows, the CPU time
@@ -83,9 +84,11 @@ def synthetic_index(folder: Path, checkpoint: Path, n: int, index_type: str = "a
     catalog.close()
 
 
-def start_server(folder: Path, thumbs: Path) -> tuple[subprocess.Popen, str]:
+def start_server(folder: Path, thumbs: Path, cache: Path) -> tuple[subprocess.Popen, str]:
+    """`tmv serve` with its own user cache: its start-up writes the model's ONNX text encoder there."""
     proc = subprocess.Popen([sys.executable, "-m", "tinymvlm.cli", "serve", "--index", str(folder), "--port", "0",
-                             "--thumbs", str(thumbs)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+                             "--thumbs", str(thumbs)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env=dict(os.environ, XDG_CACHE_HOME=str(cache)))
     for line in proc.stderr:
         if " at http://" in line:
             threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
@@ -130,6 +133,8 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=600, help="stop sending after this long")
     parser.add_argument("--checkpoint", help="a trained checkpoint (default: the packaged towers, untrained heads)")
     parser.add_argument("--type", default="auto", help="FAISS index type, as tmv index --type (auto: flat below 200k)")
+    parser.add_argument("--torch", action="store_true",
+                        help="text queries on torch: the server gets a user cache that cannot exist, so no ONNX encoder")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="tmv-bench-serve-") as tmp:
@@ -138,7 +143,9 @@ def main() -> None:
         checkpoint = Path(args.checkpoint) if args.checkpoint else packaged_checkpoint(tmp_path)
         synthetic_index(tmp_path / "index", checkpoint, args.vectors, args.type)
         print(f"{args.type} index of {args.vectors:,} vectors built in {time.perf_counter() - start:.1f} s")
-        proc, url = start_server(tmp_path / "index", tmp_path / "thumbs")
+        (tmp_path / "not-a-folder").write_text("")
+        cache = tmp_path / ("not-a-folder/cache" if args.torch else "cache")
+        proc, url = start_server(tmp_path / "index", tmp_path / "thumbs", cache)
         try:
             jobs: queue.Queue = queue.Queue()
             for text in distinct_queries(args.queries):

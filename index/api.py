@@ -11,6 +11,11 @@ was built with, if that file still exists; otherwise the best checkpoint of the 
 under ./runs or $TMV_RUNS. An index keeps its model: to re-embed with another one, pass
 `checkpoint=...` with `rebuild=True`. Any other model is refused, before it is even loaded (its
 fingerprint is in the checkpoint's metadata).
+
+A text query runs on the model's ONNX text encoder when there is one (tinymvlm/text_onnx.py) and the
+runtime asks for nothing else (a CUDA device, bf16): torch is then never imported, and the checkpoint's
+weights never read. Any other query, or a model without the file, uses torch, and writes the file for
+the next text search; `add` writes it too, as it has the model loaded anyway.
 """
 
 from __future__ import annotations
@@ -22,10 +27,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tinymvlm.checkpoint import load_checkpoint, read_metadata
-from tinymvlm.models import resolve_model
-from tinymvlm.embed import embed_query_images, embed_texts
+from tinymvlm import text_onnx
 from tinymvlm.errors import TmvError
+from tinymvlm.metadata import read_metadata
+from tinymvlm.models import resolve_model
 from tinymvlm.runtime import Runtime
 
 from .catalog import KINDS, Catalog
@@ -48,7 +53,9 @@ class Index:
         self.store = IndexStore(folder)
         self.checkpoint = checkpoint
         self.runtime = runtime or Runtime()
-        self._model = self._tokenizer = self._info = None
+        self._model = self._tokenizer = self._info = self._meta = None
+        self._encoder: text_onnx.TextEncoder | None | bool = False  # False: not looked for yet
+        self._encoder_unreadable = False  # a file is there, but cannot be trusted: export it again
         self._searcher: Searcher | None = None
 
     @property
@@ -71,16 +78,37 @@ class Index:
         """Identity of the model from its checkpoint's metadata, without building it."""
         if self._info is None:
             path = self.checkpoint_path()
-            meta = read_metadata(path)
+            meta = self._meta = read_metadata(path)
             config = meta["model_config"]
             self._info = ModelInfo(meta["fingerprint"], str(path.resolve()), int(config["embed_dim"]), meta["image_arch"])
         return self._info
 
-    def _load_model(self):
+    def load_model(self):
+        """(model, tokenizer) in torch, loaded once: what indexing and image queries embed with."""
         if self._model is None:
+            from tinymvlm.checkpoint import load_checkpoint
+
             model, tokenizer, _ = load_checkpoint(self.model_info().checkpoint)
             self._model, self._tokenizer = model.to(self.runtime.torch_device).eval(), tokenizer
         return self._model, self._tokenizer
+
+    def text_encoder(self) -> text_onnx.TextEncoder | None:
+        """The model's ONNX text encoder, or None where text queries run on torch (no file, or the
+        runtime asks for a CUDA device or bf16)."""
+        if self._encoder is False:
+            runtime = self.runtime
+            cpu_fp32 = runtime.device in ("auto", "cpu") and runtime.precision in ("auto", "fp32")
+            fingerprint = self.model_info().fingerprint
+            self._encoder = text_onnx.TextEncoder.open(fingerprint, self._meta) if cpu_fp32 else None
+            self._encoder_unreadable = cpu_fp32 and self._encoder is None and text_onnx.encoder_exists(fingerprint)
+        return self._encoder
+
+    def _prepare_text_encoder(self) -> None:
+        """Export the loaded model's text encoder for later text searches, unless done (or refused) before."""
+        info = self.model_info()
+        if self._model is not None and (self._encoder_unreadable or text_onnx.needs_export(info.fingerprint)):
+            if text_onnx.export(self._model, self._tokenizer, info.fingerprint, self._meta) is not None:
+                self._encoder, self._encoder_unreadable = False, False  # look again on the next text query
 
     # ------------------------------------------------------------------------------------- add
 
@@ -132,7 +160,7 @@ class Index:
                         with catalog.transaction():
                             catalog.add_roots(roots)
                 if captions and (shard is None or shard.index == 0):
-                    model, tokenizer = self._load_model()
+                    model, tokenizer = self.load_model()
                     index_captions(catalog, model, tokenizer, [str(c) for c in captions], caption_column, runtime,
                                    report, progress)
                 for kind in KINDS:
@@ -142,6 +170,7 @@ class Index:
                 report.counts = dict(manifest["counts"])
             finally:
                 catalog.close()
+        self._prepare_text_encoder()
         return report
 
     def _add_images(self, catalog: Catalog, manifest: dict, spec: IndexSpec, roots: list[str], exclude: Sequence[str],
@@ -153,7 +182,7 @@ class Index:
         apply_metadata(catalog, plan, report)
         if not plan.embed:
             return
-        model, _ = self._load_model()
+        model, _ = self.load_model()
         last_sync = [time.monotonic()]
 
         def periodic_sync() -> None:
@@ -181,7 +210,13 @@ class Index:
 
     def embed_query(self, terms: list[Term]) -> np.ndarray:
         """The combined, normalised query vector of parsed terms."""
-        model, tokenizer = self._load_model()
+        texts_only = all(t.image is None for t in terms)
+        encoder = self.text_encoder() if texts_only else None
+        if encoder is not None:
+            return combine(terms, encoder.encode([t.text for t in terms]))
+        from tinymvlm.embed import embed_query_images, embed_texts
+
+        model, tokenizer = self.load_model()
         runtime = replace(self.runtime, workers=0)  # a few files: decoding in this process is quickest
         rows = np.zeros((len(terms), model.embed_dim), dtype=np.float32)
         texts = [(n, t.text) for n, t in enumerate(terms) if t.text is not None]
@@ -190,6 +225,8 @@ class Index:
         images = [(n, t.image) for n, t in enumerate(terms) if t.image is not None]
         if images:
             rows[[n for n, _ in images]] = embed_query_images(model, [p for _, p in images], runtime)
+        if texts_only:
+            self._prepare_text_encoder()
         return combine(terms, rows)
 
     def search(self, query: str | None = None, image: str | Path | Sequence[str | Path] | None = None, k: int = 10,

@@ -15,8 +15,6 @@ from typing import Sequence
 
 import numpy as np
 
-from tinymvlm.data import FileImages
-from tinymvlm.embed import embed_texts, image_batches
 from tinymvlm.runtime import Runtime
 
 from .captions import read_captions
@@ -89,6 +87,9 @@ def embed_images(catalog: Catalog, model, plan: Plan, runtime: Runtime, report: 
                  progress: Progress, on_commit=None) -> None:
     """Decode and embed the plan's files, committing each batch (with its duplicates) as it comes. A
     file that fails to decode is recorded as skipped and the run goes on; JPEGs decode in draft mode."""
+    from tinymvlm.data import FileImages
+    from tinymvlm.embed import image_batches
+
     files = [st for st, _ in plan.embed]
     if not files:
         return
@@ -136,6 +137,8 @@ def index_captions(catalog: Catalog, model, tokenizer, sources: Sequence[str], c
                    runtime: Runtime, report: IndexReport, progress: Progress, batch_size: int = 256) -> None:
     """Make the catalogue's captions of each source file match the file: new lines embedded (or their
     vector copied from an identical caption of another file), vanished lines dropped."""
+    from tinymvlm.embed import embed_texts
+
     for source in sources:
         parsed = read_captions(source, column)
         key = str(parsed.path.resolve())

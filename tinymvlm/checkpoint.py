@@ -21,10 +21,10 @@ from safetensors.torch import save_file
 from .atomic import atomic_path
 from .config import ModelConfig
 from .errors import TmvError
+from .metadata import FORMAT, read_metadata
 from .model import TinyClip
 from .prior import LabelPrior
 
-FORMAT = "tinymvlm-checkpoint/1"
 STATE_PREFIX = "trainer."
 PRIOR_KEY = "label_prior.label_text"
 PRIOR_CLASSIFIER_KEY = "label_prior.classifier.weight"
@@ -84,26 +84,6 @@ def save_checkpoint(path: str | Path, model: TinyClip, tokenizer, info: dict | N
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return fp
-
-
-def read_metadata(path: str | Path) -> dict:
-    """The checkpoint's metadata with JSON fields decoded; a clear error for anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise TmvError(f"checkpoint {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            raw = fh.metadata() or {}
-    except Exception as exc:
-        raise TmvError(f"{path} is not a tinymvlm checkpoint (not a safetensors file); train one with 'tmv train'") from exc
-    if raw.get("format") != FORMAT:
-        raise TmvError(f"{path} is a safetensors file but not a tinymvlm checkpoint (format {raw.get('format')!r})")
-    meta = dict(raw)
-    for key in ("model_config", "text_config", "data_config", "tokenizer", "tokenizer_binary", "source", "info",
-                "trainer_state"):
-        if key in meta:
-            meta[key] = json.loads(meta[key])
-    return meta
 
 
 def load_tokenizer(meta: dict):

@@ -18,12 +18,14 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .atomic import write_text
-from .config import TrainConfig
 from .errors import TmvError
 from .options import from_flat, options_of
+
+if TYPE_CHECKING:  # the config module imports torch (through the towers): finding a checkpoint must not
+    from .config import TrainConfig
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -86,6 +88,8 @@ def read_options(path: str | Path) -> dict[str, Any]:
         raise TmvError(f"config {path} must be a mapping of option names to values")
     flat = {str(k).replace("-", "_"): v for k, v in loaded.items() if k != "model"}
     flat.update({str(k).replace("-", "_"): v for k, v in (loaded.get("model") or {}).items()})
+    from .config import TrainConfig
+
     unknown = sorted(set(flat) - {o.name for o in options_of(TrainConfig)})
     if unknown:
         raise TmvError(f"unknown option(s) in config {path}: {', '.join(unknown)}")
@@ -94,6 +98,8 @@ def read_options(path: str | Path) -> dict[str, Any]:
 
 def read_config(path: str | Path) -> TrainConfig:
     """A TrainConfig from a YAML file of options (defaults for the options it leaves out)."""
+    from .config import TrainConfig
+
     return from_flat(TrainConfig, read_options(path), f"config {path}")
 
 
@@ -134,6 +140,8 @@ def resumed_config(cfg: TrainConfig, given: Iterable[str] | None = None) -> Trai
     saved = run_config(checkpoint)
     if saved is None:  # a checkpoint outside a run folder: continue with the options given
         return dataclasses.replace(cfg, out_dir=cfg.out_dir or str(checkpoint.parent))
+    from .config import TrainConfig
+
     ours, defaults = cfg.to_dict(), TrainConfig().to_dict()
     names = set(given) if given is not None else {k for k, v in ours.items() if v != defaults[k]}
     merged = {**saved.to_dict(), **{k: ours[k] for k in names}, "resume": cfg.resume, "out_dir": str(checkpoint.parent)}

@@ -16,11 +16,12 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-import torch
-
-from .distributed import from_env, resolve_device
 from .errors import TmvError
+
+if TYPE_CHECKING:
+    import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")
 MAX_WORKERS = 8
@@ -41,6 +42,8 @@ def resolve_precision(device: torch.device, precision: str) -> str:
     if precision != "auto":
         return precision
     if device.type == "cuda":
+        import torch
+
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
 
@@ -48,6 +51,8 @@ def resolve_precision(device: torch.device, precision: str) -> str:
 def autocast(device: str | torch.device, precision: str):
     """bf16 autocast on CPU or CUDA when asked; a no-op context for fp32."""
     if precision == "bf16":
+        import torch
+
         return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -84,6 +89,8 @@ class Runtime:
     @classmethod
     def on(cls, device: torch.device | str, precision: str, **settings) -> "Runtime":
         """A runtime on a device its caller already resolved (training's own, a model's own)."""
+        import torch
+
         device = torch.device(device)
         return cls(device=str(device), precision=resolve_precision(device, precision), resolved=True, **settings)
 
@@ -91,11 +98,15 @@ class Runtime:
         """This runtime with a concrete device (per torchrun process) and precision."""
         if self.resolved:
             return self
+        from .distributed import from_env, resolve_device
+
         device = resolve_device(self.device, from_env())
         return replace(self, device=str(device), precision=resolve_precision(device, self.precision), resolved=True)
 
     @property
     def torch_device(self) -> torch.device:
+        import torch
+
         return torch.device(self.resolve().device)
 
     def autocast(self):
