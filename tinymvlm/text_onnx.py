@@ -77,6 +77,8 @@ class TextEncoder:
 
     def __init__(self, session, tokenizer) -> None:
         self.session, self.tokenizer = session, tokenizer
+        # A text path that never reads the mask (CLIP's causal tower) is exported without that input.
+        self.inputs = {i.name for i in session.get_inputs()}
 
     @classmethod
     def open(cls, fingerprint: str, meta: dict, threads: int = 1) -> "TextEncoder | None":
@@ -108,7 +110,8 @@ class TextEncoder:
         rows = []
         for text in texts:
             ids = np.asarray([self.tokenizer.encode(text).ids], dtype=np.int64)
-            rows.append(self.session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0][0])
+            feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+            rows.append(self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0][0])
         return np.stack(rows).astype(np.float32)
 
 
@@ -197,7 +200,10 @@ def _export_checked(model, hf_tokenizer, fingerprint: str, meta: dict, target: P
         raise
     except Exception as exc:  # whatever the exporter cannot trace or save: this model keeps torch
         return f"the ONNX export failed: {first_line(exc)}"
-    return _mismatch(model, hf_tokenizer, context_length, target, meta, fingerprint)
+    try:
+        return _mismatch(model, hf_tokenizer, context_length, target, meta, fingerprint)
+    except Exception as exc:  # an export onnxruntime cannot run: this model keeps torch
+        return f"the ONNX export does not run: {first_line(exc)}"
 
 
 def _mismatch(model, hf_tokenizer, context_length: int, target: Path, meta: dict, fingerprint: str) -> str | None:
