@@ -94,6 +94,19 @@ def make_colour_images(folder: Path, size: int = 48, fmt: str = "png") -> dict[s
     return out
 
 
+def noise_images(folder: Path, count: int = 8) -> Path:
+    """Random-noise images with captions: unlike solid colours, every random crop of one differs."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(folder / f"noise{i}.png")
+        (folder / f"noise{i}.txt").write_text(f"noise picture number {i}\n", encoding="utf-8")
+    return folder
+
+
 @pytest.fixture
 def colour_folder(tmp_path) -> Path:
     make_colour_images(tmp_path / "images")

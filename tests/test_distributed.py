@@ -20,6 +20,8 @@ from tinymvlm.loss import contrastive_loss, local_contrastive_loss
 from tinymvlm.config import TrainConfig
 from tinymvlm.train import train
 
+from conftest import noise_images
+
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
 
 
@@ -97,11 +99,13 @@ def test_local_losses_average_to_the_global_loss_with_the_same_gradients():
     assert abs(parts[0].item() - parts[1].item()) > 1e-3  # each rank's share is not the global loss itself
 
 
-def test_one_step_on_two_processes_equals_one_process_with_the_global_batch(model_config, colour_folder, tmp_path):
+def test_one_step_on_two_processes_equals_one_process_with_the_global_batch(model_config, tmp_path):
     """`tmv train --nproc 2` with batch 4 per rank against one process with batch 8: the whole
-    model trains (both towers), one AdamW step over all 8 pairs."""
-    single = train(_config(model_config, colour_folder, tmp_path / "single", epochs=1, batch_size=8))
-    result = _run(["-m", "tinymvlm.cli", "train", *_flags(model_config, colour_folder, tmp_path / "ddp", epochs=1,
+    model trains (both towers), one AdamW step over all 8 pairs, on noise images whose random crops
+    all differ (a crop seeded per process instead of per image changes the loss by ~0.08)."""
+    data = noise_images(tmp_path / "noise")
+    single = train(_config(model_config, data, tmp_path / "single", epochs=1, batch_size=8))
+    result = _run(["-m", "tinymvlm.cli", "train", *_flags(model_config, data, tmp_path / "ddp", epochs=1,
                                                           batch_size=4, nproc=2)])
     assert result.returncode == 0, result.stderr
     ddp = tmp_path / "ddp"

@@ -136,3 +136,33 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert lr_factor(10, 100, 10, 0.1) == pytest.approx(1.0)
     assert lr_factor(100, 100, 10, 0.1) == pytest.approx(0.1)
     assert lr_factor(55, 100, 10, 0.0) == pytest.approx(0.5)
+
+
+def test_each_images_crop_is_seeded_by_the_image_and_epoch_alone(tiny_model_config, tmp_path):
+    """Whatever process, worker or batch transforms an image, and whatever was drawn before, its
+    crop in an epoch is the same: what makes N processes crop as one process would."""
+    import random
+
+    from conftest import noise_images
+
+    from tinymvlm.data import load_image_folder
+    from tinymvlm.train_data import PairDataset, train_data_config
+    from tinymvlm.transform import build_transforms
+    from tinymvlm.factory import create_model
+
+    model, _ = create_model(tiny_model_config)
+    pairs = load_image_folder(noise_images(tmp_path / "noise", count=3))
+    dataset = PairDataset(pairs, build_transforms(train_data_config(model, None), training=True), [[[1]]] * 3)
+    dataset.set_epoch(0, 0)
+    first = dataset[2][0]
+    torch.manual_seed(123)
+    random.seed(123)
+    drawn = torch.rand(1).item(), random.random()
+    assert not torch.equal(dataset[1][0], first)
+    assert torch.equal(dataset[2][0], first)  # the same crop after other draws and other items
+    torch.manual_seed(123)
+    random.seed(123)
+    dataset[0]
+    assert (torch.rand(1).item(), random.random()) == drawn  # a crop leaves the global streams alone
+    dataset.set_epoch(0, 1)
+    assert not torch.equal(dataset[2][0], first)  # another epoch, another crop
