@@ -55,7 +55,8 @@ class RichProgress:
         pass
 
     def close(self) -> None:
-        self.progress.stop()
+        if self.task is not None:  # stopping a bar never drawn would print an empty line
+            self.progress.stop()
 
 
 def summarise(report, folder, verbose: bool, prefix: str = "") -> None:

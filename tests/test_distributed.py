@@ -177,6 +177,24 @@ def test_the_launcher_reports_the_first_real_failure_not_a_process_it_stopped(tm
     with pytest.raises(TmvError) as caught:
         launch(2, [str(script)], str(tmp_path), "test")
     assert str(caught.value) == "rank 1 found a problem"
+    # Rank 0 records its error first and is stopped on its way out (here: waiting for a signal),
+    # after rank 1, failing because rank 0 did, has exited: rank 0's error is the cause.
+    (tmp_path / "recorded").unlink(missing_ok=True)
+    script.write_text("import os, signal, sys, time\n"
+                      "from pathlib import Path\n"
+                      "from tinymvlm.distributed import record_failure\n"
+                      f"event = Path({str(tmp_path / 'recorded')!r})\n"
+                      "if os.environ['RANK'] == '0':\n"
+                      "    record_failure('rank 0 found the problem')\n"
+                      "    event.touch()\n"
+                      "    signal.pause()\n"
+                      "while not event.exists():\n"
+                      "    time.sleep(0.01)\n"
+                      "record_failure('rank 1 lost rank 0')\n"
+                      "sys.exit(2)\n", encoding="utf-8")
+    with pytest.raises(TmvError) as caught:
+        launch(2, [str(script)], str(tmp_path), "test")
+    assert str(caught.value) == "rank 0 found the problem"
     script.write_text("import os, sys\nsys.exit(3 if os.environ['RANK'] == '1' else 0)\n", encoding="utf-8")
     with pytest.raises(TmvError, match="^test process 1 of 2 failed with exit status 3; see its output above$"):
         launch(2, [str(script)], str(tmp_path), "test")
@@ -193,6 +211,8 @@ def test_the_first_failure_is_the_earliest_recorded_error_never_a_stopped_proces
     assert first_failure([stopped, Failure(3, 1)]) == Failure(3, 1)
     assert first_failure([Failure(1, -signal.SIGTERM), stopped]) == stopped  # all stopped: the lowest rank
     assert first_failure([stopped, Failure(1, -signal.SIGKILL)]) == Failure(1, -signal.SIGKILL)
+    recorded_then_stopped = Failure(0, -signal.SIGTERM, "the cause", 5)
+    assert first_failure([Failure(1, 2, "lost rank 0", 9), recorded_then_stopped]) == recorded_then_stopped
     assert first_failure([]) is None
 
 

@@ -231,3 +231,22 @@ def test_merge_and_shard_refuse_what_would_lose_or_mix_vectors(tmp_path, colour_
     assert result.exit_code == 2 and "holds shards of 2 and 3 processes" in result.output
     result = CliRunner().invoke(cli, ["index", str(colour_folder), "--shard", "0/2", "--merge"])
     assert result.exit_code == 2 and "one of --shard, --merge" in result.output
+
+
+@pytest.mark.parametrize("failing", [0, 1])
+def test_index_nproc_reports_the_one_process_that_failed_whichever_it_is(tmp_path, colour_folder, tiny_checkpoint,
+                                                                          failing):
+    """One process fails (its shard folder holds a broken manifest), the other is stopped by the
+    launcher or loses its partner: the one line is the failing process's error, whichever rank."""
+    out = tmp_path / "idx"
+    broken = Shard(failing, 2).folder(out)
+    broken.mkdir(parents=True)
+    (broken / "manifest.json").write_text("{not json", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", COLUMNS="200")
+    result = subprocess.run([sys.executable, "-m", "tinymvlm.cli", "index", "--nproc", "2", str(colour_folder),
+                             "--index", str(out), "--checkpoint", str(tiny_checkpoint), *FLAGS],
+                            env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"error: index manifest {broken / 'manifest.json'} is unreadable"), result.stderr
