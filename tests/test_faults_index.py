@@ -198,8 +198,8 @@ def _check_concurrent_access(folder: Path, pid: int, photos: Path, good: set[str
 
 def test_sigkilled_index_resumes_exactly_and_stays_readable(tmp_path, tiny_checkpoint):
     """Five SIGKILLs of `tmv index`: while importing, the moment it takes the lock (creating the manifest
-    and catalogue), while loading the model, mid-embedding, and while syncing FAISS after the last commit;
-    then a clean run. Result: exactly one vector per good image, the vectors an uninterrupted run computes,
+    and catalogue), while loading the model, mid-embedding, and inside the FAISS sync after the last commit
+    (a kill point: the new FAISS file written, not yet renamed); then a clean run. Result: exactly one vector per good image, the vectors an uninterrupted run computes,
     FAISS and catalogue agree, no temp files. Mid-embedding, searches run against the live writer, and with
     the writer frozen a second `tmv index` is refused by PID and `tmv search` sees every committed row."""
     photos = tmp_path / "photos"
@@ -221,10 +221,14 @@ def test_sigkilled_index_resumes_exactly_and_stays_readable(tmp_path, tiny_check
         before = _count(folder)
         threshold = before + 1  # freeze it at its first commits, long before its last batch releases the lock
         delay = rng.uniform(0.3, 1.5)
+        # The sync's kill point is an event in the writer itself: its FAISS file written, not yet renamed.
+        env = {**os.environ, "TMV_KILL_AT": "images.*.faiss"} if phase == "sync" else None
         with open(tmp_path / f"run{run}.log", "wb") as log:
-            proc = subprocess.Popen(command, stdout=log, stderr=log, cwd=tmp_path)
+            proc = subprocess.Popen(command, stdout=log, stderr=log, cwd=tmp_path, env=env)
         started, locked_at = time.monotonic(), None
         try:
+            if phase == "sync":
+                proc.wait(timeout=120)
             while proc.poll() is None and time.monotonic() - started < 120:
                 now = time.monotonic() - started
                 if phase == "imports" and now > delay:
@@ -245,17 +249,19 @@ def test_sigkilled_index_resumes_exactly_and_stays_readable(tmp_path, tiny_check
                     assert {h.path for h in hits} <= good and [h.rank for h in hits] == list(range(1, len(hits) + 1))
                     live_searches += 1
                     break
-                if phase == "sync" and count == len(good):
-                    break
                 time.sleep(0.02)
-            assert proc.poll() is None, f"run {run} ({phase}) finished before its kill point"
-            proc.send_signal(signal.SIGKILL)
+            if phase != "sync":
+                assert proc.poll() is None, f"run {run} ({phase}) finished before its kill point"
+                proc.send_signal(signal.SIGKILL)
         finally:
             proc.kill()
             proc.wait()
         assert proc.returncode == -signal.SIGKILL
         killed_at.append((phase, _count(folder)))
         print(f"run {run}: killed {phase} after {time.monotonic() - started:.1f} s with {killed_at[-1][1]} rows")
+        if phase == "sync":  # killed inside the sync: its temp file is the one trace, the old FAISS file stands
+            temps = [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+            assert len(temps) == 1 and temps[0].startswith(".images."), temps
         if IndexStore(folder).exists():  # whatever moment it died at, what is on disk is whole
             manifest = IndexStore(folder).read_manifest()
             if manifest["indexes"].get("images"):

@@ -250,3 +250,39 @@ def test_index_nproc_reports_the_one_process_that_failed_whichever_it_is(tmp_pat
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert result.stderr.startswith(f"error: index manifest {broken / 'manifest.json'} is unreadable"), result.stderr
+
+
+def test_a_merge_killed_midway_or_in_its_sync_leaves_loadable_files_and_merges_again(tmp_path, collection,
+                                                                                     tiny_checkpoint):
+    """SIGKILL at two kill points of `tmv index --merge` (TMV_KILL_AT, events in the merging process):
+    after shard 0 of 2 was copied into the open transaction, and with the merged images' FAISS file
+    written but not renamed. Each time every file that exists loads and the catalogue holds no half
+    merge; the next merge gives the one-process index and removes the stale temp file."""
+    images, captions = collection
+    reference = tmp_path / "one"
+    Index(reference, checkpoint=tiny_checkpoint).add([images], captions=[captions], runtime=FAST)
+    out = tmp_path / "sharded"
+    for i in range(2):
+        Index(Shard(i, 2).folder(out), checkpoint=tiny_checkpoint).add([images], captions=[captions], runtime=FAST,
+                                                                       shard=Shard(i, 2))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    store = IndexStore(out)
+    for point, rows, temp in (("merge shard 0", 0, None), ("images.*.faiss", len(contents(reference)["images"]), ".images.")):
+        killed = subprocess.run([sys.executable, "-m", "tinymvlm.cli", "index", "--merge", "--index", str(out)],
+                                env={**env, "TMV_KILL_AT": point}, capture_output=True, text=True, timeout=240)
+        assert killed.returncode == -9, killed.stderr
+        manifest = store.read_manifest()
+        assert manifest["merged"]["shards"] == 2
+        for kind, entry in manifest["indexes"].items():
+            store.load_faiss(manifest, kind)
+        catalog = Catalog(store.catalog_path, readonly=True)
+        try:
+            assert catalog.count("images") == rows  # all of the merge or none of it
+        finally:
+            catalog.close()
+        temps = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+        assert temps == [] if temp is None else len(temps) == 1 and temps[0].startswith(temp), (point, temps)
+    result = CliRunner().invoke(cli, ["index", "--merge", "--index", str(out)])
+    assert result.exit_code == 0, result.output
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert_same_index(out, reference, [images / "black.png"], tiny_checkpoint)
