@@ -10,6 +10,30 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Property tests: the same examples on every run by default (CI never fails on an input a previous
+# run did not try); HYPOTHESIS_PROFILE=explore searches with fresh random inputs, 20 times as many,
+# and keeps failures in the local example database.
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+EXPLORE_FACTOR = 20
+
+
+def _register_hypothesis_profiles() -> None:
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True)
+    settings.register_profile("explore", derandomize=False, deadline=None)
+    if HYPOTHESIS_PROFILE not in ("ci", "explore"):
+        raise pytest.UsageError(f"HYPOTHESIS_PROFILE={HYPOTHESIS_PROFILE!r}: use ci or explore")
+    settings.load_profile(HYPOTHESIS_PROFILE)
+
+
+_register_hypothesis_profiles()
+
+
+def examples(count: int) -> int:
+    """A property test's example count under the active profile."""
+    return count * EXPLORE_FACTOR if HYPOTHESIS_PROFILE == "explore" else count
+
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (240, 220, 30),
            "black": (10, 10, 10), "white": (245, 245, 245), "purple": (140, 40, 160), "orange": (250, 140, 20)}
 
