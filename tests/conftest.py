@@ -38,6 +38,16 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), 
            "black": (10, 10, 10), "white": (245, 245, 245), "purple": (140, 40, 160), "orange": (250, 140, 20)}
 
 
+def read_line(stream, timeout: float = 60) -> str:
+    """The next line from a child's pipe, stripped, or a failure after `timeout` seconds: a child
+    that never answers fails its test instead of hanging the suite."""
+    import select
+
+    if not select.select([stream], [], [], timeout)[0]:
+        raise AssertionError(f"no line from the child process within {timeout} s")
+    return stream.readline().strip()
+
+
 @pytest.fixture(scope="session")
 def tiny_text_model(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT with MiniLM's tokenizer, saved as a Hugging Face folder."""

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import catalogue
+from conftest import catalogue, read_line
 from tinymvlm.errors import TmvError
 from tinymvlm.index import Index, IndexSpec, Progress
 from tinymvlm.index.catalog import Catalog
@@ -236,24 +237,53 @@ def test_another_model_is_refused(tmp_path, colour_folder, tiny_checkpoint, othe
         Index(folder, checkpoint=tiny_checkpoint).search("red")
 
 
-def test_second_writer_is_refused_with_the_pid(tmp_path, colour_folder, tiny_checkpoint):
+def test_second_writer_is_refused_with_the_pid_and_wait_waits_for_the_holder(tmp_path, colour_folder, tiny_checkpoint,
+                                                                             monkeypatch):
+    """A live holder (it releases when told on stdin): a second writer is refused by PID; with
+    `wait` it retries while the holder lives (seen by its own failed attempts, not by a timer),
+    writes nothing meanwhile, and indexes once the holder lets go."""
+    import filelock
+
     folder = tmp_path / "idx"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sys, time
+        import sys
         from tinymvlm.index.lock import IndexLock
         with IndexLock({str(folder)!r}):
             print("locked", flush=True)
-            time.sleep(30)
-    """)], stdout=subprocess.PIPE, text=True)
+            sys.stdin.readline()
+        print("released", flush=True)
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "locked"
+        assert read_line(holder.stdout) == "locked"
         with pytest.raises(TmvError, match=f"locked by PID {holder.pid}"):
             Index(folder, checkpoint=tiny_checkpoint).add([colour_folder], runtime=FAST)
         assert IndexLock(folder).held_by_other()
+
+        attempts, retried = [], threading.Event()
+        original = filelock.FileLock._acquire
+
+        def counted(self):  # the waiter's attempts on the index lock
+            original(self)
+            if str(self.lock_file).startswith(str(folder)) and threading.current_thread() is waiter:
+                attempts.append(self.is_locked)
+                if len(attempts) >= 3:
+                    retried.set()
+
+        monkeypatch.setattr(filelock.FileLock, "_acquire", counted)
+        outcome = {}
+        waiter = threading.Thread(target=lambda: outcome.update(
+            report=Index(folder, checkpoint=tiny_checkpoint).add([colour_folder], runtime=FAST, wait=True)))
+        waiter.start()
+        assert retried.wait(60), "the waiter never retried the lock"
+        assert waiter.is_alive() and not any(attempts) and not IndexStore(folder).exists()
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        assert read_line(holder.stdout) == "released"
+        waiter.join(120)
+        assert not waiter.is_alive() and attempts[-1] and outcome["report"].embedded == 8
     finally:
         holder.kill()
         holder.wait()
-    assert Index(folder, checkpoint=tiny_checkpoint).add([colour_folder], runtime=FAST, wait=True).embedded == 8
 
 
 def test_missing_folder_and_missing_index_are_clear_errors(tmp_path, tiny_checkpoint):
