@@ -309,13 +309,40 @@ def test_index_types_on_a_small_collection(tmp_path, colour_folder, tiny_checkpo
     assert_faiss_matches_catalogue(tmp_path / "idx")
 
 
-def test_workers_decode_in_parallel(tmp_path, tiny_checkpoint):
+def test_workers_decode_in_parallel(tmp_path, tiny_checkpoint, monkeypatch):
+    """workers=2: two worker processes, not this one, decode at the same time (each one's first image
+    waits at a two-party barrier, which one process decoding alone would never pass), and the
+    vectors are those of decoding in this process."""
+    import multiprocessing
+
     from conftest import make_colour_images
+    from tinymvlm import embed
 
     make_colour_images(tmp_path / "images", size=300, fmt="jpg")
+    serial = tmp_path / "serial"
+    Index(serial, checkpoint=tiny_checkpoint).add([tmp_path / "images"], runtime=Runtime(batch_size=3, workers=0))
+
+    both_decoding, decoded_by = multiprocessing.Barrier(2, timeout=60), tmp_path / "pids"
+    original, started = embed._Pixels.__getitem__, set()
+
+    def decode(self, i):
+        if os.getpid() not in started:  # a worker's first image: wait until the other worker decodes too
+            started.add(os.getpid())
+            both_decoding.wait()
+        with open(decoded_by, "a", encoding="ascii") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return original(self, i)
+
+    monkeypatch.setattr(embed._Pixels, "__getitem__", decode)
     idx = Index(tmp_path / "idx", checkpoint=tiny_checkpoint)
     report = idx.add([tmp_path / "images"], runtime=Runtime(batch_size=3, workers=2))
-    assert report.embedded == 8 and report.images_per_s > 0
+    assert report.embedded == 8 and not report.failed, report.failed
+    pids = decoded_by.read_text(encoding="ascii").split()
+    assert len(pids) == 8 and len(set(pids)) == 2 and str(os.getpid()) not in pids
+    expected, got = catalogue(serial), catalogue(tmp_path / "idx")
+    assert got.keys() == expected.keys()
+    for path, vector in expected.items():
+        np.testing.assert_allclose(got[path], vector, atol=1e-5)
 
 
 def test_scan_skips_junk_follows_excludes_and_symlink_loops(tmp_path, tiny_checkpoint):
