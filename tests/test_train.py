@@ -166,3 +166,27 @@ def test_each_images_crop_is_seeded_by_the_image_and_epoch_alone(tiny_model_conf
     assert (torch.rand(1).item(), random.random()) == drawn  # a crop leaves the global streams alone
     dataset.set_epoch(0, 1)
     assert not torch.equal(dataset[2][0], first)  # another epoch, another crop
+
+
+def test_best_checkpoint_holds_the_best_scoring_epoch_not_the_last(tiny_model_config, colour_folder, tmp_path,
+                                                                  monkeypatch):
+    """Validation scores scripted to peak at epoch 2 of 3: best.safetensors is epoch 2's model (its
+    weights, epoch and metrics), while latest moves on."""
+    from safetensors.torch import load_file
+
+    from tinymvlm import train as train_module
+
+    scores = iter([10.0, 30.0, 20.0])
+
+    def scripted(*args, **kwargs):
+        value = next(scores)
+        return {f"{d}_R@{k}": value for d in ("t2i", "i2t") for k in (1, 5, 10)}
+
+    monkeypatch.setattr(train_module, "evaluate", scripted)
+    run = train(_config(tiny_model_config, colour_folder, tmp_path / "run", epochs=3, save_every=1))
+    best = read_metadata(run / "best.safetensors")["info"]
+    assert best["epoch"] == 2 and best["metrics"]["t2i_R@1"] == 30.0
+    weights = lambda name: {k: v for k, v in load_file(run / name).items()}  # noqa: E731
+    got, epoch2, latest = weights("best.safetensors"), weights("epoch_002.safetensors"), weights("latest.safetensors")
+    assert all(torch.equal(got[k], epoch2[k]) for k in epoch2)
+    assert any(not torch.equal(got[k], latest[k]) for k in epoch2)
