@@ -397,3 +397,20 @@ def test_python_build_keeps_stored_settings_and_a_query_searches_on_one_thread(t
     (tmp_path / "broken.png").write_bytes(b"not a png")
     with pytest.raises(TmvError, match="cannot read query image .*broken.png: "):
         query.search(image=tmp_path / "broken.png")
+
+
+def test_exclude_globs_with_a_slash_match_below_the_root_at_any_depth(tmp_path):
+    """README's `--exclude "*/thumbnails/*"` skips a thumbnails folder right under the indexed folder
+    as well as deeper ones; `sub/raw` (a path below the root) skips that folder alone."""
+    from tinymvlm.files import iter_image_files
+
+    root = tmp_path / "Pictures"
+    for rel in ("a.jpg", "thumbnails/t1.jpg", "sub/thumbnails/t2.jpg", "sub/keep.jpg", "sub/raw/x.png",
+                "other/raw/y.png", "thumbnails.jpg"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(root / rel)
+    found = lambda *patterns: sorted(str(p.relative_to(root)) for p in iter_image_files(root, patterns))  # noqa: E731
+    assert found("*/thumbnails/*") == ["a.jpg", "other/raw/y.png", "sub/keep.jpg", "sub/raw/x.png", "thumbnails.jpg"]
+    assert found("sub/raw") == ["a.jpg", "other/raw/y.png", "sub/keep.jpg", "sub/thumbnails/t2.jpg", "thumbnails.jpg",
+                                "thumbnails/t1.jpg"]
+    assert found("/thumbnails", "*.png") == ["a.jpg", "sub/keep.jpg", "sub/thumbnails/t2.jpg", "thumbnails.jpg"]

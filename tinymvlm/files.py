@@ -25,8 +25,11 @@ def printable(path: str) -> str:
 
 
 def _excluded(path: str, root: str, patterns: Iterable[str]) -> bool:
-    rel = os.path.relpath(path, root)
-    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(os.path.basename(path), p) for p in patterns)
+    """A glob matches the base name, or the path below `root` with a leading separator, so that
+    `*/thumbnails/*` and `/thumbnails` both reach a folder right under the root too."""
+    rel = os.sep + os.path.relpath(path, root)
+    name = os.path.basename(path)
+    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel[1:], p) or fnmatch.fnmatch(name, p) for p in patterns)
 
 
 def iter_image_files(root: str | Path, exclude: Iterable[str] = ()) -> Iterator[Path]:
