@@ -286,3 +286,19 @@ def test_a_merge_killed_midway_or_in_its_sync_leaves_loadable_files_and_merges_a
     assert result.exit_code == 0, result.output
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     assert_same_index(out, reference, [images / "black.png"], tiny_checkpoint)
+
+
+def test_a_merge_refuses_a_locked_shard_or_output_and_writes_nothing(tmp_path, colour_folder, tiny_checkpoint):
+    """The merge takes the output's lock and every shard's: a shard or output being written by another
+    `tmv index` is refused by PID (nothing written), and the merge succeeds once it is free."""
+    from tinymvlm.index.lock import IndexLock
+
+    out = tmp_path / "sharded"
+    for i in range(2):
+        Index(Shard(i, 2).folder(out), checkpoint=tiny_checkpoint).add([colour_folder], runtime=FAST, shard=Shard(i, 2))
+    for held in (Shard(1, 2).folder(out), out):
+        with IndexLock(held):
+            with pytest.raises(TmvError, match=f"index {held} is locked by PID {os.getpid()}"):
+                merge_shards([], out)
+        assert not IndexStore(out).exists()
+    assert merge_shards([], out).counts["images"] == 8

@@ -190,3 +190,45 @@ def test_best_checkpoint_holds_the_best_scoring_epoch_not_the_last(tiny_model_co
     got, epoch2, latest = weights("best.safetensors"), weights("epoch_002.safetensors"), weights("latest.safetensors")
     assert all(torch.equal(got[k], epoch2[k]) for k in epoch2)
     assert any(not torch.equal(got[k], latest[k]) for k in epoch2)
+
+
+def test_several_captions_per_image_take_turns_across_epochs(tiny_model_config, tmp_path):
+    """An image on several rows of a pairs file trains with one of its captions each epoch, drawn
+    from (seed, epoch): over the epochs every caption is used, the same for every process."""
+    from PIL import Image
+
+    from tinymvlm.data import load_pairs
+    from tinymvlm.train_data import PairDataset, pretokenize
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = ["image\tcaption"]
+    for i in range(4):
+        Image.new("RGB", (40, 40), (60 * i, 30, 200 - 40 * i)).save(folder / f"img{i}.png")
+        rows += [f"img{i}.png\tpicture {i} told in words number {j}" for j in range(3)]
+    (folder / "pairs.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    pairs = load_pairs(str(folder / "pairs.tsv"))
+    assert pairs.num_captions == 12 and all(len(c) == 3 for c in pairs.captions)
+
+    class Heard(Reporter):
+        def start(self, total_steps, start_step, info):
+            self.info = info
+
+    heard = Heard()
+    train(_config(tiny_model_config, folder / "pairs.tsv", tmp_path / "run", epochs=1, val_data=None,
+                  val_fraction=0.0), heard)
+    assert (heard.info["train_images"], heard.info["train_captions"]) == (4, 12)
+
+    _, tokenizer, _ = load_checkpoint(tmp_path / "run" / "latest.safetensors")
+    tokens = pretokenize(tokenizer, pairs.captions, 16)
+    dataset = PairDataset(pairs, lambda image: torch.zeros(1), tokens)
+    again = PairDataset(pairs, lambda image: torch.zeros(1), tokens)  # another process's copy
+    used = [set() for _ in range(4)]
+    for epoch in range(12):
+        dataset.set_epoch(0, epoch)
+        again.set_epoch(0, epoch)
+        for i in range(4):
+            ids = dataset[i][1]
+            assert ids == again[i][1] and ids in tokens[i]  # one of this image's own captions, as elsewhere
+            used[i].add(tokens[i].index(ids))
+    assert used == [{0, 1, 2}] * 4
