@@ -223,3 +223,22 @@ def test_bad_process_counts_are_one_line_errors(monkeypatch):
     result = CliRunner().invoke(cli, ["train", "--nproc", "2"])
     assert result.exit_code == 2
     assert result.output.strip() == "error: --nproc starts its own processes; under torchrun leave it out"
+
+
+def test_a_run_started_in_two_processes_resumes_in_one(model_config, tmp_path):
+    """Epoch 1 under `--nproc 2` x batch 4, epoch 2 resumed in one process x batch 8 (the same global
+    batch): the steps and weights of one process x 8 throughout, both towers training on random crops
+    (each image's crop depends on the image and epoch alone, not on the process count)."""
+    data = noise_images(tmp_path / "noise")
+    options = {"min_lr_ratio": 1.0}  # a constant rate: a run of 1 epoch continued to 2 follows a run of 2
+    single = train(_config(model_config, data, tmp_path / "single", epochs=2, batch_size=8, **options))
+    run = tmp_path / "run"
+    first = _run(["-m", "tinymvlm.cli", "train", *_flags(model_config, data, run, epochs=1, batch_size=4, nproc=2,
+                                                         **options)])
+    assert first.returncode == 0, first.stderr
+    resumed = _run(["-m", "tinymvlm.cli", "train", "--out-dir", str(run), "--resume", "latest", "--epochs", "2",
+                    "--batch-size", "8"])
+    assert resumed.returncode == 0, resumed.stderr
+    expected = _step_losses(single)
+    assert len(expected) == 2 and _step_losses(run) == pytest.approx(expected, abs=1e-6)
+    assert _max_difference(single / "latest.safetensors", run / "latest.safetensors") < 1e-5

@@ -138,7 +138,11 @@ def test_independent_shards_merge_to_the_one_process_index(tmp_path, collection,
     assert_same_index(out, reference, queries, tiny_checkpoint)
 
 
-def test_two_torchrun_processes_give_the_one_process_index(tmp_path, collection, tiny_checkpoint):
+@pytest.mark.parametrize("launcher", [["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                                       "-m", "tinymvlm.cli", "index"],
+                                      ["-m", "tinymvlm.cli", "index", "--nproc", "2"]], ids=["torchrun", "nproc"])
+def test_two_torchrun_processes_give_the_one_process_index(tmp_path, collection, tiny_checkpoint, launcher):
+    """torchrun itself, and `tmv index --nproc 2` (torchrun's machinery started by tmv)."""
     images, captions = collection
     reference = tmp_path / "one"
     Index(reference, checkpoint=tiny_checkpoint).add([images], captions=[captions], runtime=FAST)
@@ -146,8 +150,7 @@ def test_two_torchrun_processes_give_the_one_process_index(tmp_path, collection,
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     env.update(OMP_NUM_THREADS="1", COLUMNS="200")
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "tinymvlm.cli", "index", str(images), "--index", str(out), "--checkpoint", str(tiny_checkpoint),
+        [sys.executable, *launcher, str(images), "--index", str(out), "--checkpoint", str(tiny_checkpoint),
          "--captions", str(captions), *FLAGS],
         env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
