@@ -70,7 +70,7 @@ def iter_image_files(root: str | Path, exclude: Iterable[str] = ()) -> Iterator[
             if (not (is_dir or is_file) and entry.is_symlink() and is_image_name(entry.name)
                     and not os.path.exists(entry.path)):
                 is_file = True  # a dangling link: reported by the caller, not silently dropped
-            # (a link to a FIFO, socket or device is no image file, as they are not: opening one could block)
+            # A link to a FIFO, socket or device is no image file, as those are not: opening one can block.
             if is_dir:
                 if entry.name not in JUNK_DIRS:
                     subdirs.append(entry.path)
