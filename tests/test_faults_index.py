@@ -208,12 +208,17 @@ def _check_concurrent_access(folder: Path, pid: int, photos: Path, good: set[str
     assert {h["path"] for h in hits} == committed and committed <= good  # all committed rows, nothing else
 
 
+KILL_POINTS = {"lock taken": ("manifest.json", ".manifest.json."), "sync": ("images.*.faiss", ".images.")}
+
+
 def test_sigkilled_index_resumes_exactly_and_stays_readable(tmp_path, tiny_checkpoint):
-    """Five SIGKILLs of `tmv index`: while importing, the moment it takes the lock (creating the manifest
-    and catalogue), while loading the model, mid-embedding, and inside the FAISS sync after the last commit
-    (a kill point: the new FAISS file written, not yet renamed); then a clean run. Result: exactly one vector per good image, the vectors an uninterrupted run computes,
-    FAISS and catalogue agree, no temp files. Mid-embedding, searches run against the live writer, and with
-    the writer frozen a second `tmv index` is refused by PID and `tmv search` sees every committed row."""
+    """Five SIGKILLs of `tmv index`: while importing; the moment it takes the lock (a kill point: its
+    first manifest written, not yet renamed); while loading the model; mid-embedding; and inside the
+    FAISS sync after the last commit (a kill point: the new FAISS file written, not yet renamed); then
+    a clean run. Result: exactly one vector per good image, the vectors an uninterrupted run computes,
+    FAISS and catalogue agree, no temp files left (each kill point's temp file was there before).
+    Mid-embedding, searches run against the live writer, and with the writer frozen a second `tmv
+    index` is refused by PID and `tmv search` sees every committed row."""
     photos = tmp_path / "photos"
     photos.mkdir()
     rng_pixels = np.random.default_rng(3)
@@ -233,22 +238,20 @@ def test_sigkilled_index_resumes_exactly_and_stays_readable(tmp_path, tiny_check
         before = _count(folder)
         threshold = before + 1  # freeze it at its first commits, long before its last batch releases the lock
         delay = rng.uniform(0.3, 1.5)
-        # The sync's kill point is an event in the writer itself: its FAISS file written, not yet renamed.
-        env = {**os.environ, "TMV_KILL_AT": "images.*.faiss"} if phase == "sync" else None
+        # Kill points are events in the writer itself: a file written, not yet renamed over its name.
+        env = {**os.environ, "TMV_KILL_AT": KILL_POINTS[phase][0]} if phase in KILL_POINTS else None
         with open(tmp_path / f"run{run}.log", "wb") as log:
             proc = subprocess.Popen(command, stdout=log, stderr=log, cwd=tmp_path, env=env)
         started, locked_at = time.monotonic(), None
         try:
-            if phase == "sync":
+            if phase in KILL_POINTS:
                 proc.wait(timeout=120)
             while proc.poll() is None and time.monotonic() - started < 120:
                 now = time.monotonic() - started
                 if phase == "imports" and now > delay:
                     break
-                if phase in ("lock taken", "model load") and locked_at is None and IndexLock(folder).held_by_other():
+                if phase == "model load" and locked_at is None and IndexLock(folder).held_by_other():
                     locked_at = now
-                if phase == "lock taken" and locked_at is not None:
-                    break
                 if phase == "model load" and locked_at is not None and now - locked_at > delay / 2:
                     break
                 count = _count(folder)
@@ -262,7 +265,7 @@ def test_sigkilled_index_resumes_exactly_and_stays_readable(tmp_path, tiny_check
                     live_searches += 1
                     break
                 time.sleep(0.02)
-            if phase != "sync":
+            if phase not in KILL_POINTS:
                 assert proc.poll() is None, f"run {run} ({phase}) finished before its kill point"
                 proc.send_signal(signal.SIGKILL)
         finally:
@@ -271,9 +274,9 @@ def test_sigkilled_index_resumes_exactly_and_stays_readable(tmp_path, tiny_check
         assert proc.returncode == -signal.SIGKILL
         killed_at.append((phase, _count(folder)))
         print(f"run {run}: killed {phase} after {time.monotonic() - started:.1f} s with {killed_at[-1][1]} rows")
-        if phase == "sync":  # killed inside the sync: its temp file is the one trace, the old FAISS file stands
+        if phase in KILL_POINTS:  # killed inside that write: its temp file is the one trace
             temps = [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
-            assert len(temps) == 1 and temps[0].startswith(".images."), temps
+            assert len(temps) == 1 and temps[0].startswith(KILL_POINTS[phase][1]), (phase, temps)
         if IndexStore(folder).exists():  # whatever moment it died at, what is on disk is whole
             manifest = IndexStore(folder).read_manifest()
             if manifest["indexes"].get("images"):
