@@ -55,7 +55,8 @@ class RichProgress:
         pass
 
     def close(self) -> None:
-        self.progress.stop()
+        if self.task is not None:  # stopping a bar never drawn would print an empty line
+            self.progress.stop()
 
 
 def summarise(report, folder, verbose: bool, prefix: str = "") -> None:
@@ -105,7 +106,9 @@ def nothing_indexed(report) -> str:
 @click.option("--captions", "captions", multiple=True, type=click.Path(dir_okay=False),
               help="Caption file to index for text search: one per line, or a TSV/CSV/JSONL column. Repeatable.")
 @click.option("--caption-column", help="Column name (or 0-based number) of the captions in a TSV/CSV/JSONL file.")
-@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files/folders matching this glob (relative path or name). Repeatable.")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="Skip files/folders whose name or path below PATH matches this glob, e.g. '*.gif', "
+                   "'*/thumbnails/*'. Repeatable.")
 @click.option("--rebuild", is_flag=True, help="Start over: drop the index and embed everything again. "
                                              "With --merge: replace an index at --index that was not made by merging.")
 @click.option("--index-type", type=click.Choice(["auto", "flat", "ivf", "hnsw"]),

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from tinymvlm import killpoint
 from tinymvlm.errors import TmvError
 
 from .catalog import CATALOG_FILES, KINDS, Catalog, fs_path
@@ -74,6 +75,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out: str | Path, spec: IndexS
             with catalog.transaction():
                 for shard in shards:
                     _copy(catalog, shard, shards)
+                    killpoint.reached(f"merge shard {shard.index}")
             for kind in KINDS:
                 manifest = store.sync(catalog, manifest, kind, spec)
             manifest["counts"]["skipped"] = catalog.count_skipped()

@@ -10,6 +10,30 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Property tests: the same examples on every run by default (CI never fails on an input a previous
+# run did not try); HYPOTHESIS_PROFILE=explore searches with fresh random inputs, 20 times as many,
+# and keeps failures in the local example database.
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+EXPLORE_FACTOR = 20
+
+
+def _register_hypothesis_profiles() -> None:
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True)
+    settings.register_profile("explore", derandomize=False, deadline=None)
+    if HYPOTHESIS_PROFILE not in ("ci", "explore"):
+        raise pytest.UsageError(f"HYPOTHESIS_PROFILE={HYPOTHESIS_PROFILE!r}: use ci or explore")
+    settings.load_profile(HYPOTHESIS_PROFILE)
+
+
+_register_hypothesis_profiles()
+
+
+def examples(count: int) -> int:
+    """A property test's example count under the active profile."""
+    return count * EXPLORE_FACTOR if HYPOTHESIS_PROFILE == "explore" else count
+
 
 @pytest.fixture(scope="session", autouse=True)
 def user_cache(tmp_path_factory):
@@ -23,6 +47,16 @@ def user_cache(tmp_path_factory):
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (240, 220, 30),
            "black": (10, 10, 10), "white": (245, 245, 245), "purple": (140, 40, 160), "orange": (250, 140, 20)}
+
+
+def read_line(stream, timeout: float = 60) -> str:
+    """The next line from a child's pipe, stripped, or a failure after `timeout` seconds: a child
+    that never answers fails its test instead of hanging the suite."""
+    import select
+
+    if not select.select([stream], [], [], timeout)[0]:
+        raise AssertionError(f"no line from the child process within {timeout} s")
+    return stream.readline().strip()
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +137,19 @@ def make_colour_images(folder: Path, size: int = 48, fmt: str = "png") -> dict[s
         path.with_suffix(".txt").write_text(caption + "\n", encoding="utf-8")
         out[path.name] = caption
     return out
+
+
+def noise_images(folder: Path, count: int = 8) -> Path:
+    """Random-noise images with captions: unlike solid colours, every random crop of one differs."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(folder / f"noise{i}.png")
+        (folder / f"noise{i}.txt").write_text(f"noise picture number {i}\n", encoding="utf-8")
+    return folder
 
 
 @pytest.fixture

@@ -95,9 +95,14 @@ def test_validation_split_is_stable_and_disjoint(colour_folder):
     pairs = load_pairs(str(colour_folder))
     train, val = pairs.split(0.5)
     again_train, again_val = pairs.subset(list(reversed(range(len(pairs))))).split(0.5)
+    assert 0 < len(val) < len(pairs)  # a split, not everything on one side
     assert set(train.keys) | set(val.keys) == set(pairs.keys)
     assert not set(train.keys) & set(val.keys)
     assert set(val.keys) == set(again_val.keys)
+    for gone in (val.keys[0], train.keys[0]):  # other rows leave or change: every image keeps its side
+        fewer_train, fewer_val = pairs.subset([i for i, k in enumerate(pairs.keys) if k != gone]).split(0.5)
+        assert (set(fewer_train.keys), set(fewer_val.keys)) == (set(train.keys) - {gone}, set(val.keys) - {gone})
+    assert [val.captions[val.keys.index(k)] for k in val.keys] == [pairs.captions[pairs.keys.index(k)] for k in val.keys]
 
 
 def _flickr_rows(n: int) -> dict:

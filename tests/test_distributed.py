@@ -20,6 +20,8 @@ from tinymvlm.loss import contrastive_loss, local_contrastive_loss
 from tinymvlm.config import TrainConfig
 from tinymvlm.train import train
 
+from conftest import noise_images
+
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
 
 
@@ -97,11 +99,13 @@ def test_local_losses_average_to_the_global_loss_with_the_same_gradients():
     assert abs(parts[0].item() - parts[1].item()) > 1e-3  # each rank's share is not the global loss itself
 
 
-def test_one_step_on_two_processes_equals_one_process_with_the_global_batch(model_config, colour_folder, tmp_path):
+def test_one_step_on_two_processes_equals_one_process_with_the_global_batch(model_config, tmp_path):
     """`tmv train --nproc 2` with batch 4 per rank against one process with batch 8: the whole
-    model trains (both towers), one AdamW step over all 8 pairs."""
-    single = train(_config(model_config, colour_folder, tmp_path / "single", epochs=1, batch_size=8))
-    result = _run(["-m", "tinymvlm.cli", "train", *_flags(model_config, colour_folder, tmp_path / "ddp", epochs=1,
+    model trains (both towers), one AdamW step over all 8 pairs, on noise images whose random crops
+    all differ (a crop seeded per process instead of per image changes the loss by ~0.08)."""
+    data = noise_images(tmp_path / "noise")
+    single = train(_config(model_config, data, tmp_path / "single", epochs=1, batch_size=8))
+    result = _run(["-m", "tinymvlm.cli", "train", *_flags(model_config, data, tmp_path / "ddp", epochs=1,
                                                           batch_size=4, nproc=2)])
     assert result.returncode == 0, result.stderr
     ddp = tmp_path / "ddp"
@@ -173,6 +177,24 @@ def test_the_launcher_reports_the_first_real_failure_not_a_process_it_stopped(tm
     with pytest.raises(TmvError) as caught:
         launch(2, [str(script)], str(tmp_path), "test")
     assert str(caught.value) == "rank 1 found a problem"
+    # Rank 0 records its error first and is stopped on its way out (here: waiting for a signal),
+    # after rank 1, failing because rank 0 did, has exited: rank 0's error is the cause.
+    (tmp_path / "recorded").unlink(missing_ok=True)
+    script.write_text("import os, signal, sys, time\n"
+                      "from pathlib import Path\n"
+                      "from tinymvlm.distributed import record_failure\n"
+                      f"event = Path({str(tmp_path / 'recorded')!r})\n"
+                      "if os.environ['RANK'] == '0':\n"
+                      "    record_failure('rank 0 found the problem')\n"
+                      "    event.touch()\n"
+                      "    signal.pause()\n"
+                      "while not event.exists():\n"
+                      "    time.sleep(0.01)\n"
+                      "record_failure('rank 1 lost rank 0')\n"
+                      "sys.exit(2)\n", encoding="utf-8")
+    with pytest.raises(TmvError) as caught:
+        launch(2, [str(script)], str(tmp_path), "test")
+    assert str(caught.value) == "rank 0 found the problem"
     script.write_text("import os, sys\nsys.exit(3 if os.environ['RANK'] == '1' else 0)\n", encoding="utf-8")
     with pytest.raises(TmvError, match="^test process 1 of 2 failed with exit status 3; see its output above$"):
         launch(2, [str(script)], str(tmp_path), "test")
@@ -189,6 +211,8 @@ def test_the_first_failure_is_the_earliest_recorded_error_never_a_stopped_proces
     assert first_failure([stopped, Failure(3, 1)]) == Failure(3, 1)
     assert first_failure([Failure(1, -signal.SIGTERM), stopped]) == stopped  # all stopped: the lowest rank
     assert first_failure([stopped, Failure(1, -signal.SIGKILL)]) == Failure(1, -signal.SIGKILL)
+    recorded_then_stopped = Failure(0, -signal.SIGTERM, "the cause", 5)
+    assert first_failure([Failure(1, 2, "lost rank 0", 9), recorded_then_stopped]) == recorded_then_stopped
     assert first_failure([]) is None
 
 
@@ -199,3 +223,22 @@ def test_bad_process_counts_are_one_line_errors(monkeypatch):
     result = CliRunner().invoke(cli, ["train", "--nproc", "2"])
     assert result.exit_code == 2
     assert result.output.strip() == "error: --nproc starts its own processes; under torchrun leave it out"
+
+
+def test_a_run_started_in_two_processes_resumes_in_one(model_config, tmp_path):
+    """Epoch 1 under `--nproc 2` x batch 4, epoch 2 resumed in one process x batch 8 (the same global
+    batch): the steps and weights of one process x 8 throughout, both towers training on random crops
+    (each image's crop depends on the image and epoch alone, not on the process count)."""
+    data = noise_images(tmp_path / "noise")
+    options = {"min_lr_ratio": 1.0}  # a constant rate: a run of 1 epoch continued to 2 follows a run of 2
+    single = train(_config(model_config, data, tmp_path / "single", epochs=2, batch_size=8, **options))
+    run = tmp_path / "run"
+    first = _run(["-m", "tinymvlm.cli", "train", *_flags(model_config, data, run, epochs=1, batch_size=4, nproc=2,
+                                                         **options)])
+    assert first.returncode == 0, first.stderr
+    resumed = _run(["-m", "tinymvlm.cli", "train", "--out-dir", str(run), "--resume", "latest", "--epochs", "2",
+                    "--batch-size", "8"])
+    assert resumed.returncode == 0, resumed.stderr
+    expected = _step_losses(single)
+    assert len(expected) == 2 and _step_losses(run) == pytest.approx(expected, abs=1e-6)
+    assert _max_difference(single / "latest.safetensors", run / "latest.safetensors") < 1e-5

@@ -134,7 +134,19 @@ def test_zeroshot_fashion_mnist_matches_a_hand_computation(tiny_checkpoint, tmp_
     assert record["dataset"]["images"] == 20 and record["templates"] == list(DEFAULT_TEMPLATES)
 
 
-def test_zeroshot_class_folder_with_templates(tiny_checkpoint, colour_folder, tmp_path):
+def test_zeroshot_class_folder_with_templates(tiny_checkpoint, colour_folder, tmp_path, monkeypatch):
+    """The templates given are the prompts embedded, each filled with each class name (seen in the
+    texts the model embeds, not only in the record's key)."""
+    from tinymvlm import zeroshot
+
+    embedded: list[str] = []
+    original = zeroshot.embed_texts
+
+    def recording(model, tokenizer, texts, runtime):
+        embedded.extend(texts)
+        return original(model, tokenizer, texts, runtime)
+
+    monkeypatch.setattr(zeroshot, "embed_texts", recording)
     root = tmp_path / "classes"
     for name in ("red", "blue", "green"):
         (root / name).mkdir(parents=True)
@@ -145,6 +157,7 @@ def test_zeroshot_class_folder_with_templates(tiny_checkpoint, colour_folder, tm
     assert result.exit_code == 0, result.output
     record = json.loads(out.read_text())
     assert record["classes"] == ["blue", "green", "red"] and record["templates"] == ["a {} square", "{}"]
+    assert embedded == ["a blue square", "blue", "a green square", "green", "a red square", "red"]
     assert set(record["metrics"]) == {"acc1", "mean_per_class_recall"}
 
 

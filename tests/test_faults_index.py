@@ -22,9 +22,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from hostile import IS_ROOT, LATIN1_NAME, UNICODE_NAME, make_hostile_folder
+from hostile import LATIN1_NAME, UNICODE_NAME, make_hostile_folder
 from tinymvlm.cli.main import cli
-from tinymvlm.index import Index
+from tinymvlm.index import Index, Progress
 from tinymvlm.index import vectors
 from tinymvlm.runtime import Runtime
 from conftest import catalogue
@@ -142,16 +142,28 @@ def test_nothing_indexable_exits_non_zero(tmp_path, tiny_checkpoint):
     assert "Traceback" not in result.output
 
 
-@pytest.mark.skipif(IS_ROOT, reason="the tests run as root, and root reads mode-000 files: the unreadable-file "
-                                    "fault is planted (tests/hostile.py) but indexes as a good file here")
-def test_unreadable_file_is_skipped_with_permission_denied(tmp_path, tiny_checkpoint):
+def test_a_file_unreadable_at_read_time_is_skipped_and_a_fifo_never_blocks(tmp_path, tiny_checkpoint):
+    """Works as root too (root reads mode-000 files): a file deleted between the scan and its read
+    (at the scan's end, an event) is skipped with the reason; a FIFO, named like an image or behind
+    an image-named link, is no image file and never opened (opening one blocks until a writer comes)."""
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.new("RGB", (16, 16), (1, 2, 3)).save(photos / "ok.png")
-    Image.new("RGB", (16, 16), (9, 9, 9)).save(photos / "locked.png")
-    (photos / "locked.png").chmod(0)
-    report = Index(tmp_path / "idx", checkpoint=tiny_checkpoint).add([photos])
-    assert report.embedded == 1 and [(Path(p).name, "Permission denied" in r) for p, r in report.failed] == [("locked.png", True)]
+    Image.new("RGB", (16, 16), (9, 9, 9)).save(photos / "vanishing.png")
+    os.mkfifo(photos / "pipe.png")
+    os.mkfifo(tmp_path / "pipe")
+    (photos / "link.png").symlink_to(tmp_path / "pipe")
+
+    class RemoveAfterScan(Progress):
+        def planned(self, plan) -> None:
+            assert str(photos / "vanishing.png") in {f.path for f, _ in plan.embed}
+            (photos / "vanishing.png").unlink()
+
+    report = Index(tmp_path / "idx", checkpoint=tiny_checkpoint).add([photos], progress=RemoveAfterScan(),
+                                                                     runtime=Runtime(workers=0))
+    assert report.embedded == 1 and report.scanned == 2
+    assert [(Path(p).name, "No such file" in r) for p, r in report.failed] == [("vanishing.png", True)]
+    assert set(catalogue(tmp_path / "idx")) == {str(photos / "ok.png")}
 
 
 def test_bombs_are_refused_before_decoding(hostile):
@@ -196,12 +208,17 @@ def _check_concurrent_access(folder: Path, pid: int, photos: Path, good: set[str
     assert {h["path"] for h in hits} == committed and committed <= good  # all committed rows, nothing else
 
 
+KILL_POINTS = {"lock taken": ("manifest.json", ".manifest.json."), "sync": ("images.*.faiss", ".images.")}
+
+
 def test_sigkilled_index_resumes_exactly_and_stays_readable(tmp_path, tiny_checkpoint):
-    """Five SIGKILLs of `tmv index`: while importing, the moment it takes the lock (creating the manifest
-    and catalogue), while loading the model, mid-embedding, and while syncing FAISS after the last commit;
-    then a clean run. Result: exactly one vector per good image, the vectors an uninterrupted run computes,
-    FAISS and catalogue agree, no temp files. Mid-embedding, searches run against the live writer, and with
-    the writer frozen a second `tmv index` is refused by PID and `tmv search` sees every committed row."""
+    """Five SIGKILLs of `tmv index`: while importing; the moment it takes the lock (a kill point: its
+    first manifest written, not yet renamed); while loading the model; mid-embedding; and inside the
+    FAISS sync after the last commit (a kill point: the new FAISS file written, not yet renamed); then
+    a clean run. Result: exactly one vector per good image, the vectors an uninterrupted run computes,
+    FAISS and catalogue agree, no temp files left (each kill point's temp file was there before).
+    Mid-embedding, searches run against the live writer, and with the writer frozen a second `tmv
+    index` is refused by PID and `tmv search` sees every committed row."""
     photos = tmp_path / "photos"
     photos.mkdir()
     rng_pixels = np.random.default_rng(3)
@@ -221,18 +238,20 @@ def test_sigkilled_index_resumes_exactly_and_stays_readable(tmp_path, tiny_check
         before = _count(folder)
         threshold = before + 1  # freeze it at its first commits, long before its last batch releases the lock
         delay = rng.uniform(0.3, 1.5)
+        # Kill points are events in the writer itself: a file written, not yet renamed over its name.
+        env = {**os.environ, "TMV_KILL_AT": KILL_POINTS[phase][0]} if phase in KILL_POINTS else None
         with open(tmp_path / f"run{run}.log", "wb") as log:
-            proc = subprocess.Popen(command, stdout=log, stderr=log, cwd=tmp_path)
+            proc = subprocess.Popen(command, stdout=log, stderr=log, cwd=tmp_path, env=env)
         started, locked_at = time.monotonic(), None
         try:
+            if phase in KILL_POINTS:
+                proc.wait(timeout=120)
             while proc.poll() is None and time.monotonic() - started < 120:
                 now = time.monotonic() - started
                 if phase == "imports" and now > delay:
                     break
-                if phase in ("lock taken", "model load") and locked_at is None and IndexLock(folder).held_by_other():
+                if phase == "model load" and locked_at is None and IndexLock(folder).held_by_other():
                     locked_at = now
-                if phase == "lock taken" and locked_at is not None:
-                    break
                 if phase == "model load" and locked_at is not None and now - locked_at > delay / 2:
                     break
                 count = _count(folder)
@@ -245,17 +264,19 @@ def test_sigkilled_index_resumes_exactly_and_stays_readable(tmp_path, tiny_check
                     assert {h.path for h in hits} <= good and [h.rank for h in hits] == list(range(1, len(hits) + 1))
                     live_searches += 1
                     break
-                if phase == "sync" and count == len(good):
-                    break
                 time.sleep(0.02)
-            assert proc.poll() is None, f"run {run} ({phase}) finished before its kill point"
-            proc.send_signal(signal.SIGKILL)
+            if phase not in KILL_POINTS:
+                assert proc.poll() is None, f"run {run} ({phase}) finished before its kill point"
+                proc.send_signal(signal.SIGKILL)
         finally:
             proc.kill()
             proc.wait()
         assert proc.returncode == -signal.SIGKILL
         killed_at.append((phase, _count(folder)))
         print(f"run {run}: killed {phase} after {time.monotonic() - started:.1f} s with {killed_at[-1][1]} rows")
+        if phase in KILL_POINTS:  # killed inside that write: its temp file is the one trace
+            temps = [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+            assert len(temps) == 1 and temps[0].startswith(KILL_POINTS[phase][1]), (phase, temps)
         if IndexStore(folder).exists():  # whatever moment it died at, what is on disk is whole
             manifest = IndexStore(folder).read_manifest()
             if manifest["indexes"].get("images"):

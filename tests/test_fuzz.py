@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import atexit
 import math
-import os
 import re
 import shutil
 import tempfile
@@ -16,6 +15,7 @@ import numpy as np
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from conftest import examples
 from tinymvlm.data import load_pairs
 from tinymvlm.errors import TmvError
 from tinymvlm.index.captions import read_captions
@@ -23,7 +23,7 @@ from tinymvlm.index.query import parse_query
 from tinymvlm.index.search import combine
 
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-FUZZ = settings(max_examples=int(os.environ.get("TMV_FUZZ_EXAMPLES", 150)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=examples(150), suppress_health_check=[HealthCheck.too_slow])
 WORK = Path(tempfile.mkdtemp(prefix="tmv-fuzz-"))
 atexit.register(shutil.rmtree, WORK, True)
 (WORK / "a.png").write_bytes(b"")  # exists: rows naming it get past the file check (check_images is off)

@@ -8,14 +8,14 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import catalogue
+from conftest import catalogue, read_line
 from tinymvlm.errors import TmvError
 from tinymvlm.index import Index, IndexSpec, Progress
 from tinymvlm.index.catalog import Catalog
@@ -147,7 +147,8 @@ def test_interrupted_run_resumes_to_the_same_index(tmp_path, colour_folder, tiny
 
 
 def test_sigkilled_run_resumes(tmp_path, tiny_checkpoint):
-    """A real SIGKILL in the middle of embedding: the next run finishes the job."""
+    """A real SIGKILL in the middle of embedding, at an event (the second batch of 2 committed), not
+    a moment: the next run keeps those 4 vectors and finishes the job."""
     from conftest import make_colour_images
 
     images = tmp_path / "images"
@@ -155,35 +156,21 @@ def test_sigkilled_run_resumes(tmp_path, tiny_checkpoint):
     make_colour_images(images / "more", fmt="jpg")
     folder = tmp_path / "idx"
     script = textwrap.dedent(f"""
-        import time
+        import os, signal
         from tinymvlm.index import Index, Progress
         from tinymvlm.runtime import Runtime
-        class Slow(Progress):
-            def advanced(self, done, failed):
-                time.sleep(0.3)
+        class KillAfterTwoBatches(Progress):
+            def advanced(self, done, failed):  # called once a batch is committed
+                if done == 4:
+                    os.kill(os.getpid(), signal.SIGKILL)
         Index({str(folder)!r}, checkpoint={str(tiny_checkpoint)!r}).add(
-            [{str(images)!r}], runtime=Runtime(batch_size=2, workers=0), progress=Slow())
+            [{str(images)!r}], runtime=Runtime(batch_size=2, workers=0), progress=KillAfterTwoBatches())
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path)
-    catalog_path = IndexStore(folder).catalog_path
-    deadline = time.monotonic() + 60
-    count = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        if catalog_path.exists():
-            try:
-                catalog = Catalog(catalog_path, readonly=True)
-                count = catalog.count("images")
-                catalog.close()
-            except Exception:
-                count = 0
-            if count >= 4:
-                break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert 4 <= count < 16
+    killed = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    assert len(catalogue(folder)) == 4
     report = Index(folder, checkpoint=tiny_checkpoint).add([images], runtime=FAST)
-    assert report.unchanged + report.embedded == 16 and report.unchanged >= 4
+    assert (report.unchanged, report.embedded) == (4, 12)
     assert len(catalogue(folder)) == 16
     assert_faiss_matches_catalogue(folder)
 
@@ -236,24 +223,53 @@ def test_another_model_is_refused(tmp_path, colour_folder, tiny_checkpoint, othe
         Index(folder, checkpoint=tiny_checkpoint).search("red")
 
 
-def test_second_writer_is_refused_with_the_pid(tmp_path, colour_folder, tiny_checkpoint):
+def test_second_writer_is_refused_with_the_pid_and_wait_waits_for_the_holder(tmp_path, colour_folder, tiny_checkpoint,
+                                                                             monkeypatch):
+    """A live holder (it releases when told on stdin): a second writer is refused by PID; with
+    `wait` it retries while the holder lives (seen by its own failed attempts, not by a timer),
+    writes nothing meanwhile, and indexes once the holder lets go."""
+    import filelock
+
     folder = tmp_path / "idx"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sys, time
+        import sys
         from tinymvlm.index.lock import IndexLock
         with IndexLock({str(folder)!r}):
             print("locked", flush=True)
-            time.sleep(30)
-    """)], stdout=subprocess.PIPE, text=True)
+            sys.stdin.readline()
+        print("released", flush=True)
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "locked"
+        assert read_line(holder.stdout) == "locked"
         with pytest.raises(TmvError, match=f"locked by PID {holder.pid}"):
             Index(folder, checkpoint=tiny_checkpoint).add([colour_folder], runtime=FAST)
         assert IndexLock(folder).held_by_other()
+
+        attempts, retried = [], threading.Event()
+        original = filelock.FileLock._acquire
+
+        def counted(self):  # the waiter's attempts on the index lock
+            original(self)
+            if str(self.lock_file).startswith(str(folder)) and threading.current_thread() is waiter:
+                attempts.append(self.is_locked)
+                if len(attempts) >= 3:
+                    retried.set()
+
+        monkeypatch.setattr(filelock.FileLock, "_acquire", counted)
+        outcome = {}
+        waiter = threading.Thread(target=lambda: outcome.update(
+            report=Index(folder, checkpoint=tiny_checkpoint).add([colour_folder], runtime=FAST, wait=True)))
+        waiter.start()
+        assert retried.wait(60), "the waiter never retried the lock"
+        assert waiter.is_alive() and not any(attempts) and not IndexStore(folder).exists()
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        assert read_line(holder.stdout) == "released"
+        waiter.join(120)
+        assert not waiter.is_alive() and attempts[-1] and outcome["report"].embedded == 8
     finally:
         holder.kill()
         holder.wait()
-    assert Index(folder, checkpoint=tiny_checkpoint).add([colour_folder], runtime=FAST, wait=True).embedded == 8
 
 
 def test_missing_folder_and_missing_index_are_clear_errors(tmp_path, tiny_checkpoint):
@@ -279,13 +295,40 @@ def test_index_types_on_a_small_collection(tmp_path, colour_folder, tiny_checkpo
     assert_faiss_matches_catalogue(tmp_path / "idx")
 
 
-def test_workers_decode_in_parallel(tmp_path, tiny_checkpoint):
+def test_workers_decode_in_parallel(tmp_path, tiny_checkpoint, monkeypatch):
+    """workers=2: two worker processes, not this one, decode at the same time (each one's first image
+    waits at a two-party barrier, which one process decoding alone would never pass), and the
+    vectors are those of decoding in this process."""
+    import multiprocessing
+
     from conftest import make_colour_images
+    from tinymvlm import embed
 
     make_colour_images(tmp_path / "images", size=300, fmt="jpg")
+    serial = tmp_path / "serial"
+    Index(serial, checkpoint=tiny_checkpoint).add([tmp_path / "images"], runtime=Runtime(batch_size=3, workers=0))
+
+    both_decoding, decoded_by = multiprocessing.Barrier(2, timeout=60), tmp_path / "pids"
+    original, started = embed._Pixels.__getitem__, set()
+
+    def decode(self, i):
+        if os.getpid() not in started:  # a worker's first image: wait until the other worker decodes too
+            started.add(os.getpid())
+            both_decoding.wait()
+        with open(decoded_by, "a", encoding="ascii") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return original(self, i)
+
+    monkeypatch.setattr(embed._Pixels, "__getitem__", decode)
     idx = Index(tmp_path / "idx", checkpoint=tiny_checkpoint)
     report = idx.add([tmp_path / "images"], runtime=Runtime(batch_size=3, workers=2))
-    assert report.embedded == 8 and report.images_per_s > 0
+    assert report.embedded == 8 and not report.failed, report.failed
+    pids = decoded_by.read_text(encoding="ascii").split()
+    assert len(pids) == 8 and len(set(pids)) == 2 and str(os.getpid()) not in pids
+    expected, got = catalogue(serial), catalogue(tmp_path / "idx")
+    assert got.keys() == expected.keys()
+    for path, vector in expected.items():
+        np.testing.assert_allclose(got[path], vector, atol=1e-5)
 
 
 def test_scan_skips_junk_follows_excludes_and_symlink_loops(tmp_path, tiny_checkpoint):
@@ -340,3 +383,20 @@ def test_python_build_keeps_stored_settings_and_a_query_searches_on_one_thread(t
     (tmp_path / "broken.png").write_bytes(b"not a png")
     with pytest.raises(TmvError, match="cannot read query image .*broken.png: "):
         query.search(image=tmp_path / "broken.png")
+
+
+def test_exclude_globs_with_a_slash_match_below_the_root_at_any_depth(tmp_path):
+    """README's `--exclude "*/thumbnails/*"` skips a thumbnails folder right under the indexed folder
+    as well as deeper ones; `sub/raw` (a path below the root) skips that folder alone."""
+    from tinymvlm.files import iter_image_files
+
+    root = tmp_path / "Pictures"
+    for rel in ("a.jpg", "thumbnails/t1.jpg", "sub/thumbnails/t2.jpg", "sub/keep.jpg", "sub/raw/x.png",
+                "other/raw/y.png", "thumbnails.jpg"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(root / rel)
+    found = lambda *patterns: sorted(str(p.relative_to(root)) for p in iter_image_files(root, patterns))  # noqa: E731
+    assert found("*/thumbnails/*") == ["a.jpg", "other/raw/y.png", "sub/keep.jpg", "sub/raw/x.png", "thumbnails.jpg"]
+    assert found("sub/raw") == ["a.jpg", "other/raw/y.png", "sub/keep.jpg", "sub/thumbnails/t2.jpg", "thumbnails.jpg",
+                                "thumbnails/t1.jpg"]
+    assert found("/thumbnails", "*.png") == ["a.jpg", "sub/keep.jpg", "sub/thumbnails/t2.jpg", "thumbnails.jpg"]

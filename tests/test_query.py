@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import given, seed, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import examples
 from tinymvlm.cli.main import cli
 from tinymvlm.errors import TmvError
 from tinymvlm.index.query import Term, looks_like_image_path, parse_query
 
-PROPERTY = settings(max_examples=300, deadline=None, derandomize=True)
+PROPERTY = settings(max_examples=examples(300))
 words = st.text(alphabet=st.sampled_from("abcxyz019:'./-+ \"é"), min_size=1, max_size=30)
 weights = st.sampled_from(["2", "0.5", "-1", ".25", "+3", "10"])
 
@@ -22,21 +23,18 @@ def _is_ordinary(text: str) -> bool:
     return '"' not in text and not any(w in ("+", "-") for w in text.split()) and not looks_like_image_path(text.strip())
 
 
-@seed(15)
 @PROPERTY
 @given(text=words.filter(lambda t: t.strip() and _is_ordinary(t)))
 def test_ordinary_text_is_searched_exactly_as_written(text):
     assert parse_query(text) == [Term(1.0, text=text.strip())]
 
 
-@seed(15)
 @PROPERTY
 @given(text=words.filter(str.strip))
 def test_literal_takes_anything_as_one_phrase(text):
     assert parse_query(text, literal=True) == [Term(1.0, text=text.strip())]
 
 
-@seed(15)
 @PROPERTY
 @given(phrases=st.lists(st.tuples(words.filter(lambda t: '"' not in t and t.strip()), weights, st.sampled_from("+-")),
                         min_size=1, max_size=4))

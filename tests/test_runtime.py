@@ -60,3 +60,17 @@ def test_every_command_offers_the_same_device_and_precision_choices():
         assert isinstance(params["precision"].type, click.Choice), name
         assert list(params["precision"].type.choices) == list(runtime_module.PRECISIONS), name
         assert params["precision"].default == "auto", name
+
+
+@pytest.mark.parametrize("flags, native", [("fpu sse avx2 avx512f", False), ("fpu avx512f avx512_bf16", True),
+                                           ("fpu amx_tile amx_bf16", True), ("fpu avx512_bf16x", False)])
+def test_precision_auto_reads_native_bf16_from_the_cpu_flags(tmp_path, flags, native):
+    """`--precision auto` on a CPU: bf16 exactly when /proc/cpuinfo lists avx512_bf16 or amx_bf16."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\nprocessor\t: 1\n", encoding="ascii")
+    assert runtime_module.cpu_has_native_bf16(str(cpuinfo)) is native
+    assert runtime_module.cpu_has_native_bf16(str(tmp_path / "absent")) is False  # no /proc: fp32
+    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:  # this machine, read independently
+        flags_here = set(next((line for line in fh if line.startswith("flags")), "").split(":", 1)[-1].split())
+    expected = "bf16" if flags_here & {"avx512_bf16", "amx_bf16"} else "fp32"
+    assert Runtime("cpu").resolve().precision == expected

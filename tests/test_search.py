@@ -221,3 +221,45 @@ def test_cli_help_does_not_import_heavy_libraries():
             "print(','.join(heavy))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_search_on_a_terminal_prints_a_table_of_the_json_results(tmp_path, cli_index, colour_folder):
+    """stdout a real terminal (a pty): a rank/score/path table whose rows are the --json hits, with
+    rich markup in a file name shown as written."""
+    import os
+    import re
+    import select
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    Image.new("RGB", (48, 48), (200, 10, 10)).save(colour_folder / "[bold]red.png")
+    assert CliRunner().invoke(cli, ["index", "--index", str(cli_index), "--workers", "0"]).exit_code == 0
+    query = ["search", "--index", str(cli_index), "--image", str(colour_folder / "red.png"), "-k", "4"]
+    hits = [json.loads(line) for line in CliRunner().invoke(cli, [*query, "--json"]).stdout.splitlines()]
+    primary, secondary = os.openpty()
+    env = {**os.environ, "COLUMNS": "400", "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "tinymvlm.cli", *query], stdout=secondary, stderr=subprocess.PIPE,
+                            env=env)
+    os.close(secondary)
+    chunks = []
+    try:
+        while select.select([primary], [], [], 120)[0]:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # the terminal closed: the command is done
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+        os.close(primary)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode())
+    cells = [[c.strip() for c in re.split("[\u2500-\u257f]", line) if c.strip()] for line in text.splitlines()]
+    cells = [row for row in cells if row]  # rules between header and rows hold box characters alone
+    assert cells[0] == ["rank", "score", "path"]
+    assert cells[1:] == [[str(h["rank"]), f"{h['score']:.4f}", h["path"]] for h in hits]
+    assert str(colour_folder / "[bold]red.png") in {h["path"] for h in hits}

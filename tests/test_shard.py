@@ -138,7 +138,11 @@ def test_independent_shards_merge_to_the_one_process_index(tmp_path, collection,
     assert_same_index(out, reference, queries, tiny_checkpoint)
 
 
-def test_two_torchrun_processes_give_the_one_process_index(tmp_path, collection, tiny_checkpoint):
+@pytest.mark.parametrize("launcher", [["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                                       "-m", "tinymvlm.cli", "index"],
+                                      ["-m", "tinymvlm.cli", "index", "--nproc", "2"]], ids=["torchrun", "nproc"])
+def test_two_torchrun_processes_give_the_one_process_index(tmp_path, collection, tiny_checkpoint, launcher):
+    """torchrun itself, and `tmv index --nproc 2` (torchrun's machinery started by tmv)."""
     images, captions = collection
     reference = tmp_path / "one"
     Index(reference, checkpoint=tiny_checkpoint).add([images], captions=[captions], runtime=FAST)
@@ -146,8 +150,7 @@ def test_two_torchrun_processes_give_the_one_process_index(tmp_path, collection,
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     env.update(OMP_NUM_THREADS="1", COLUMNS="200")
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "tinymvlm.cli", "index", str(images), "--index", str(out), "--checkpoint", str(tiny_checkpoint),
+        [sys.executable, *launcher, str(images), "--index", str(out), "--checkpoint", str(tiny_checkpoint),
          "--captions", str(captions), *FLAGS],
         env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -231,3 +234,74 @@ def test_merge_and_shard_refuse_what_would_lose_or_mix_vectors(tmp_path, colour_
     assert result.exit_code == 2 and "holds shards of 2 and 3 processes" in result.output
     result = CliRunner().invoke(cli, ["index", str(colour_folder), "--shard", "0/2", "--merge"])
     assert result.exit_code == 2 and "one of --shard, --merge" in result.output
+
+
+@pytest.mark.parametrize("failing", [0, 1])
+def test_index_nproc_reports_the_one_process_that_failed_whichever_it_is(tmp_path, colour_folder, tiny_checkpoint,
+                                                                          failing):
+    """One process fails (its shard folder holds a broken manifest), the other is stopped by the
+    launcher or loses its partner: the one line is the failing process's error, whichever rank."""
+    out = tmp_path / "idx"
+    broken = Shard(failing, 2).folder(out)
+    broken.mkdir(parents=True)
+    (broken / "manifest.json").write_text("{not json", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", COLUMNS="200")
+    result = subprocess.run([sys.executable, "-m", "tinymvlm.cli", "index", "--nproc", "2", str(colour_folder),
+                             "--index", str(out), "--checkpoint", str(tiny_checkpoint), *FLAGS],
+                            env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"error: index manifest {broken / 'manifest.json'} is unreadable"), result.stderr
+
+
+def test_a_merge_killed_midway_or_in_its_sync_leaves_loadable_files_and_merges_again(tmp_path, collection,
+                                                                                     tiny_checkpoint):
+    """SIGKILL at two kill points of `tmv index --merge` (TMV_KILL_AT, events in the merging process):
+    after shard 0 of 2 was copied into the open transaction, and with the merged images' FAISS file
+    written but not renamed. Each time every file that exists loads and the catalogue holds no half
+    merge; the next merge gives the one-process index and removes the stale temp file."""
+    images, captions = collection
+    reference = tmp_path / "one"
+    Index(reference, checkpoint=tiny_checkpoint).add([images], captions=[captions], runtime=FAST)
+    out = tmp_path / "sharded"
+    for i in range(2):
+        Index(Shard(i, 2).folder(out), checkpoint=tiny_checkpoint).add([images], captions=[captions], runtime=FAST,
+                                                                       shard=Shard(i, 2))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    store = IndexStore(out)
+    for point, rows, temp in (("merge shard 0", 0, None), ("images.*.faiss", len(contents(reference)["images"]), ".images.")):
+        killed = subprocess.run([sys.executable, "-m", "tinymvlm.cli", "index", "--merge", "--index", str(out)],
+                                env={**env, "TMV_KILL_AT": point}, capture_output=True, text=True, timeout=240)
+        assert killed.returncode == -9, killed.stderr
+        manifest = store.read_manifest()
+        assert manifest["merged"]["shards"] == 2
+        for kind, entry in manifest["indexes"].items():
+            store.load_faiss(manifest, kind)
+        catalog = Catalog(store.catalog_path, readonly=True)
+        try:
+            assert catalog.count("images") == rows  # all of the merge or none of it
+        finally:
+            catalog.close()
+        temps = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+        assert temps == [] if temp is None else len(temps) == 1 and temps[0].startswith(temp), (point, temps)
+    result = CliRunner().invoke(cli, ["index", "--merge", "--index", str(out)])
+    assert result.exit_code == 0, result.output
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert_same_index(out, reference, [images / "black.png"], tiny_checkpoint)
+
+
+def test_a_merge_refuses_a_locked_shard_or_output_and_writes_nothing(tmp_path, colour_folder, tiny_checkpoint):
+    """The merge takes the output's lock and every shard's: a shard or output being written by another
+    `tmv index` is refused by PID (nothing written), and the merge succeeds once it is free."""
+    from tinymvlm.index.lock import IndexLock
+
+    out = tmp_path / "sharded"
+    for i in range(2):
+        Index(Shard(i, 2).folder(out), checkpoint=tiny_checkpoint).add([colour_folder], runtime=FAST, shard=Shard(i, 2))
+    for held in (Shard(1, 2).folder(out), out):
+        with IndexLock(held):
+            with pytest.raises(TmvError, match=f"index {held} is locked by PID {os.getpid()}"):
+                merge_shards([], out)
+        assert not IndexStore(out).exists()
+    assert merge_shards([], out).counts["images"] == 8

@@ -80,3 +80,28 @@ def test_default_image_tower_falls_back_to_the_packaged_one_offline(monkeypatch,
     model, arch, _ = load_image_tower(None)
     assert arch == "tf_efficientnet_lite0"
     assert "packaged efficientnet_lite0" in caplog.text
+
+
+def test_a_hub_that_does_not_answer_within_3_s_is_unreachable_and_the_default_tower_falls_back(monkeypatch, caplog):
+    """Not offline by setting: the probe to HF_ENDPOINT's host times out (3 s asked), so the default
+    image tower is the packaged one, a hub-only tower is a one-line error, and the hub is probed once."""
+    from tinymvlm import towers
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.test")
+    asked = []
+
+    def no_answer(address, timeout):
+        asked.append((address, timeout))
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(towers.socket, "create_connection", no_answer)
+    towers.hub_reachable.cache_clear()
+    try:
+        model, arch, _ = load_image_tower(None)
+        assert arch == "tf_efficientnet_lite0" and "hub is unreachable" in caplog.text
+        with pytest.raises(TmvError, match="cannot be reached"):
+            load_image_tower("resnet18")
+        assert asked == [(("hub.example.test", 443), 3)]
+    finally:
+        towers.hub_reachable.cache_clear()

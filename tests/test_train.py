@@ -136,3 +136,99 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert lr_factor(10, 100, 10, 0.1) == pytest.approx(1.0)
     assert lr_factor(100, 100, 10, 0.1) == pytest.approx(0.1)
     assert lr_factor(55, 100, 10, 0.0) == pytest.approx(0.5)
+
+
+def test_each_images_crop_is_seeded_by_the_image_and_epoch_alone(tiny_model_config, tmp_path):
+    """Whatever process, worker or batch transforms an image, and whatever was drawn before, its
+    crop in an epoch is the same: what makes N processes crop as one process would."""
+    import random
+
+    from conftest import noise_images
+
+    from tinymvlm.data import load_image_folder
+    from tinymvlm.train_data import PairDataset, train_data_config
+    from tinymvlm.transform import build_transforms
+    from tinymvlm.factory import create_model
+
+    model, _ = create_model(tiny_model_config)
+    pairs = load_image_folder(noise_images(tmp_path / "noise", count=3))
+    dataset = PairDataset(pairs, build_transforms(train_data_config(model, None), training=True), [[[1]]] * 3)
+    dataset.set_epoch(0, 0)
+    first = dataset[2][0]
+    torch.manual_seed(123)
+    random.seed(123)
+    drawn = torch.rand(1).item(), random.random()
+    assert not torch.equal(dataset[1][0], first)
+    assert torch.equal(dataset[2][0], first)  # the same crop after other draws and other items
+    torch.manual_seed(123)
+    random.seed(123)
+    dataset[0]
+    assert (torch.rand(1).item(), random.random()) == drawn  # a crop leaves the global streams alone
+    dataset.set_epoch(0, 1)
+    assert not torch.equal(dataset[2][0], first)  # another epoch, another crop
+
+
+def test_best_checkpoint_holds_the_best_scoring_epoch_not_the_last(tiny_model_config, colour_folder, tmp_path,
+                                                                  monkeypatch):
+    """Validation scores scripted to peak at epoch 2 of 3: best.safetensors is epoch 2's model (its
+    weights, epoch and metrics), while latest moves on."""
+    from safetensors.torch import load_file
+
+    from tinymvlm import train as train_module
+
+    scores = iter([10.0, 30.0, 20.0])
+
+    def scripted(*args, **kwargs):
+        value = next(scores)
+        return {f"{d}_R@{k}": value for d in ("t2i", "i2t") for k in (1, 5, 10)}
+
+    monkeypatch.setattr(train_module, "evaluate", scripted)
+    run = train(_config(tiny_model_config, colour_folder, tmp_path / "run", epochs=3, save_every=1))
+    best = read_metadata(run / "best.safetensors")["info"]
+    assert best["epoch"] == 2 and best["metrics"]["t2i_R@1"] == 30.0
+    weights = lambda name: {k: v for k, v in load_file(run / name).items()}  # noqa: E731
+    got, epoch2, latest = weights("best.safetensors"), weights("epoch_002.safetensors"), weights("latest.safetensors")
+    assert all(torch.equal(got[k], epoch2[k]) for k in epoch2)
+    assert any(not torch.equal(got[k], latest[k]) for k in epoch2)
+
+
+def test_several_captions_per_image_take_turns_across_epochs(tiny_model_config, tmp_path):
+    """An image on several rows of a pairs file trains with one of its captions each epoch, drawn
+    from (seed, epoch): over the epochs every caption is used, the same for every process."""
+    from PIL import Image
+
+    from tinymvlm.data import load_pairs
+    from tinymvlm.train_data import PairDataset, pretokenize
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = ["image\tcaption"]
+    for i in range(4):
+        Image.new("RGB", (40, 40), (60 * i, 30, 200 - 40 * i)).save(folder / f"img{i}.png")
+        rows += [f"img{i}.png\tpicture {i} told in words number {j}" for j in range(3)]
+    (folder / "pairs.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    pairs = load_pairs(str(folder / "pairs.tsv"))
+    assert pairs.num_captions == 12 and all(len(c) == 3 for c in pairs.captions)
+
+    class Heard(Reporter):
+        def start(self, total_steps, start_step, info):
+            self.info = info
+
+    heard = Heard()
+    train(_config(tiny_model_config, folder / "pairs.tsv", tmp_path / "run", epochs=1, val_data=None,
+                  val_fraction=0.0), heard)
+    assert (heard.info["train_images"], heard.info["train_captions"]) == (4, 12)
+
+    _, tokenizer, _ = load_checkpoint(tmp_path / "run" / "latest.safetensors")
+    tokens = pretokenize(tokenizer, pairs.captions, 16)
+    dataset = PairDataset(pairs, lambda image: torch.zeros(1), tokens)
+    again = PairDataset(pairs, lambda image: torch.zeros(1), tokens)  # another process's copy
+    used = [set() for _ in range(4)]
+    for epoch in range(12):
+        dataset.set_epoch(0, epoch)
+        again.set_epoch(0, epoch)
+        for i in range(4):
+            ids = dataset[i][1]
+            assert ids == again[i][1] and ids in tokens[i]  # one of this image's own captions, as elsewhere
+            used[i].add(tokens[i].index(ids))
+    assert used == [{0, 1, 2}] * 4

@@ -164,8 +164,10 @@ def record_failure(message: str) -> bool:
     import json
     import time
 
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump({"message": message, "timestamp": int(time.time()), "tmv_time_ns": time.time_ns()}, fh)
+    from .atomic import write_text
+
+    # Atomic: the launcher may stop this process mid-write, and reading half a file fails its report.
+    write_text(path, json.dumps({"message": message, "timestamp": int(time.time()), "tmv_time_ns": time.time_ns()}))
     return True
 
 
@@ -182,11 +184,12 @@ class Failure:
 
 def first_failure(failures: list[Failure]) -> Failure | None:
     """The failure that caused the others. When a process fails, the launcher stops the rest with
-    SIGTERM, so those are never the cause while another failed; among the rest, the first error
-    recorded, then the lowest rank."""
+    SIGTERM, so a stopped process is never the cause while another failed, unless it had recorded
+    its own error before it was stopped (on its way out); among the rest, the first error recorded,
+    then the lowest rank."""
     if not failures:
         return None
-    real = [f for f in failures if f.exitcode != -signal.SIGTERM] or failures
+    real = [f for f in failures if f.message is not None or f.exitcode != -signal.SIGTERM] or failures
     return min(real, key=lambda f: (f.time_ns is None, f.time_ns or 0, f.rank))
 
 

@@ -25,8 +25,11 @@ def printable(path: str) -> str:
 
 
 def _excluded(path: str, root: str, patterns: Iterable[str]) -> bool:
-    rel = os.path.relpath(path, root)
-    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(os.path.basename(path), p) for p in patterns)
+    """A glob matches the base name, or the path below `root` with a leading separator, so that
+    `*/thumbnails/*` and `/thumbnails` both reach a folder right under the root too."""
+    rel = os.sep + os.path.relpath(path, root)
+    name = os.path.basename(path)
+    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel[1:], p) or fnmatch.fnmatch(name, p) for p in patterns)
 
 
 def iter_image_files(root: str | Path, exclude: Iterable[str] = ()) -> Iterator[Path]:
@@ -64,8 +67,10 @@ def iter_image_files(root: str | Path, exclude: Iterable[str] = ()) -> Iterator[
                 is_file = entry.is_file()
             except OSError:  # a symlink loop: yielded, so the caller reports it instead of losing it
                 is_dir, is_file = False, is_image_name(entry.name)
-            if not (is_dir or is_file) and entry.is_symlink() and is_image_name(entry.name):
+            if (not (is_dir or is_file) and entry.is_symlink() and is_image_name(entry.name)
+                    and not os.path.exists(entry.path)):
                 is_file = True  # a dangling link: reported by the caller, not silently dropped
+            # A link to a FIFO, socket or device is no image file, as those are not: opening one can block.
             if is_dir:
                 if entry.name not in JUNK_DIRS:
                     subdirs.append(entry.path)

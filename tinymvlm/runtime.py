@@ -27,10 +27,10 @@ PRECISIONS = ("auto", "fp32", "bf16")
 MAX_WORKERS = 8
 
 
-def cpu_has_native_bf16() -> bool:
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """AVX512-BF16 or AMX: bf16 matrix work runs natively (elsewhere it is emulated and slow)."""
     try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+        with open(cpuinfo, encoding="ascii", errors="replace") as fh:
             flags = next((line for line in fh if line.startswith("flags")), "").split()
     except OSError:
         return False

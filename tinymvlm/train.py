@@ -5,8 +5,9 @@ Every epoch's randomness (sample order, caption choice, augmentation, dropout) i
 (seed, epoch), so `resume="latest"` replays the remaining epochs exactly as an uninterrupted run.
 
 Under torchrun every rank runs `train`: DistributedDataParallel, each rank a shard of every epoch's
-order (so N ranks with batch B see the global batches one process with batch N*B would), the loss
-over the global batch; rank 0 alone validates, logs, reports and writes checkpoints.
+order (so N ranks with batch B see the global batches one process with batch N*B would, each image
+cropped as seeded by (seed, epoch, image)), the loss over the global batch; rank 0 alone validates,
+logs, reports and writes checkpoints. Dropout alone is drawn per rank.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def score(metrics: dict[str, float]) -> float:
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    """Augmentation and dropout randomness of one rank in one epoch."""
+    """Dropout randomness of one rank in one epoch (augmentation is seeded per sample: train_data.augment)."""
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 

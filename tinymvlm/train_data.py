@@ -3,6 +3,8 @@ pre-tokenised caption per image, and the collation of a batch."""
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -13,22 +15,40 @@ from .errors import TmvError
 from .model import TinyClip
 
 
+def augment(transform, image, key: list[int]) -> torch.Tensor:
+    """`transform(image)` with its randomness (Python's and torch's) seeded from `key` alone: a
+    sample's crop depends on which sample it is, never on the process, DataLoader worker or batch
+    that happens to transform it, so N processes see the crops one process would."""
+    state = random.getstate()
+    seed = int(np.random.SeedSequence(key).generate_state(1)[0])
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        torch.default_generator.manual_seed(seed)  # the CPU's alone: torch.manual_seed costs ~1 ms, for every device
+        try:
+            return transform(image)
+        finally:
+            random.setstate(state)
+
+
 class PairDataset(Dataset):
-    """One item per image: its pixels and one of its captions, pre-tokenised, chosen per epoch."""
+    """One item per image: its pixels, augmented as seeded by (seed, epoch, image), and one of its
+    captions, pre-tokenised, chosen per epoch."""
 
     def __init__(self, pairs: PairSet, transform, token_ids: list[list[list[int]]]) -> None:
         self.pairs, self.transform, self.token_ids = pairs, transform, token_ids
         self.choice = [0] * len(pairs)
+        self.key = [0, 0]
 
     def set_epoch(self, seed: int, epoch: int) -> None:
         rng = np.random.default_rng([seed, epoch])
         self.choice = [int(rng.integers(len(c))) for c in self.pairs.captions]
+        self.key = [seed, epoch]
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, i: int):
-        return self.transform(self.pairs.images.open(i)), self.token_ids[i][self.choice[i]]
+        return augment(self.transform, self.pairs.images.open(i), [*self.key, i]), self.token_ids[i][self.choice[i]]
 
 
 class FeatureDataset(Dataset):
@@ -56,26 +76,25 @@ class _Views(Dataset):
     """Item k is view k % views of image k // views; with a `clean` transform, view 0 is the
     un-augmented evaluation view, so training also sees exactly what retrieval will see."""
 
-    def __init__(self, pairs: PairSet, transform, views: int, clean=None) -> None:
-        self.pairs, self.transform, self.views, self.clean = pairs, transform, views, clean
+    def __init__(self, pairs: PairSet, transform, views: int, seed: int, clean=None) -> None:
+        self.pairs, self.transform, self.views, self.seed, self.clean = pairs, transform, views, seed, clean
 
     def __len__(self) -> int:
         return len(self.pairs) * self.views
 
     def __getitem__(self, k: int) -> torch.Tensor:
         transform = self.clean if self.clean is not None and k % self.views == 0 else self.transform
-        return transform(self.pairs.images.open(k // self.views))
+        return augment(transform, self.pairs.images.open(k // self.views), [self.seed, k])
 
 
 @torch.inference_mode()
 def image_features(model: TinyClip, pairs: PairSet, transform, views: int = 1, batch_size: int = 64,
                    workers: int = 0, precision: str = "fp32", device: torch.device | str = "cpu",
                    seed: int = 0, clean=None) -> torch.Tensor:
-    """Pooled image-tower features, shape (images, views, features); augmentation is seeded."""
+    """Pooled image-tower features, shape (images, views, features); each view's augmentation is
+    seeded by (seed, view), whatever the batch size and workers."""
     model.image_tower.eval()
-    torch.manual_seed(seed)
-    loader = DataLoader(_Views(pairs, transform, views, clean), batch_size=batch_size, num_workers=workers,
-                        generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(_Views(pairs, transform, views, seed, clean), batch_size=batch_size, num_workers=workers)
     chunks = []
     for pixels in loader:
         pixels = pixels.to(device).contiguous(memory_format=torch.channels_last)
