@@ -70,3 +70,13 @@ def friendly_errors(func: Callable) -> Callable:
             sys.exit(130)
 
     return wrapper
+
+
+def note_model(checkpoint) -> None:
+    """The one line every command that runs a model prints when that model is the built-in one, so a
+    user who expected a trained run knows what answered."""
+    from tinymvlm.builtin import NAME, is_builtin
+
+    if is_builtin(checkpoint):
+        err.print(f"using the built-in model '{NAME}' (no training needed; 'tmv train' makes your own, "
+                  "--checkpoint picks one)", markup=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .console import err, friendly_errors, setup_logging
+from .console import err, friendly_errors, note_model, setup_logging
 
 
 class RichProgress:
@@ -145,6 +145,7 @@ def index(ctx: click.Context, paths, index_dir, checkpoint, captions, caption_co
     from rich.markup import escape
 
     from tinymvlm.errors import TmvError
+    from tinymvlm.index import Index
     from tinymvlm.index.build import build_index, merge_index
     from tinymvlm.index.shard import Shard, torchrun_shard
     from tinymvlm.runtime import Runtime
@@ -160,6 +161,7 @@ def index(ctx: click.Context, paths, index_dir, checkpoint, captions, caption_co
         report = merge_index(index_dir, paths, index_type, spec_settings, replace=rebuild, wait=wait)
         _merged(report)
         return
+    note_model(Index(index_dir, checkpoint=checkpoint).checkpoint_path())
     runtime = Runtime(device, precision, batch_size, workers)
     progress = RichProgress()
 

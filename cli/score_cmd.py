@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .console import err, friendly_errors, out, setup_logging
+from .console import err, friendly_errors, note_model, out, setup_logging
 
 
 class _ScoreCommand(click.Command):
@@ -66,7 +66,9 @@ def score(images, captions, captions_file, checkpoint, as_json, precision, devic
 
     check_inputs(images, texts)
     runtime = replace(Runtime.for_queries(device, precision), batch_size=64).resolve()
-    model, tokenizer, _ = load_checkpoint(resolve_checkpoint(checkpoint))
+    path = resolve_checkpoint(checkpoint)
+    note_model(path)
+    model, tokenizer, _ = load_checkpoint(path)
     results = score_images(model, tokenizer, list(images), texts, runtime)
     if as_json:
         import json

@@ -7,8 +7,9 @@
         print(hit.rank, hit.score, hit.path)
 
 Which model: `checkpoint` when given (a file or run folder); otherwise the checkpoint an existing index
-was built with, if that file still exists; otherwise the best checkpoint of the most recently trained run
-under ./runs or $TMV_RUNS. An index keeps its model: to re-embed with another one, pass
+was built with, if that file still exists (the built-in model is rebuilt if the cache lost it); otherwise
+the best checkpoint of the most recently trained run under ./runs or $TMV_RUNS, or the built-in model
+(tinymvlm.builtin) when there is none. An index keeps its model: to re-embed with another one, pass
 `checkpoint=...` with `rebuild=True`. Any other model is refused, before it is even loaded (its
 fingerprint is in the checkpoint's metadata).
 """
@@ -22,6 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tinymvlm.builtin import builtin_checkpoint, is_builtin
 from tinymvlm.checkpoint import load_checkpoint, read_metadata
 from tinymvlm.run import resolve_checkpoint
 from tinymvlm.embed import embed_query_images, embed_texts
@@ -65,6 +67,8 @@ class Index:
             built = Path(self.store.read_manifest()["model"]["checkpoint"])
             if built.is_file():
                 return built
+            if is_builtin(built):  # the user cache was cleared: the same model is rebuilt
+                return builtin_checkpoint()
         return resolve_checkpoint(None)
 
     def model_info(self) -> ModelInfo:

@@ -14,6 +14,23 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), 
            "black": (10, 10, 10), "white": (245, 245, 245), "purple": (140, 40, 160), "orange": (250, 140, 20)}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory) -> Path:
+    """One user cache ($TMV_CACHE) for the whole session, inherited by CLI subprocesses: the built-in
+    model is built at most once per session, never into the real user's cache."""
+    folder = tmp_path_factory.mktemp("user_cache")
+    os.environ["TMV_CACHE"] = str(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def builtin_checkpoint(user_cache) -> Path:
+    """The built-in model's checkpoint, built once per session."""
+    from tinymvlm.builtin import builtin_checkpoint
+
+    return builtin_checkpoint()
+
+
 @pytest.fixture(scope="session")
 def tiny_text_model(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT with MiniLM's tokenizer, saved as a Hugging Face folder."""

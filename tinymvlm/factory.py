@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -27,13 +29,16 @@ def create_model(config: ModelConfig):
 
 
 @torch.no_grad()
-def build_label_prior(model: TinyClip, tokenizer, classifier: nn.Linear, names: list[str]) -> LabelPrior:
-    """Embed every class name with the model's text tower as it is now (pretrained, in eval mode)."""
+def build_label_prior(model: TinyClip, tokenizer, classifier: nn.Linear, names: list[str],
+                      templates: Sequence[str] = (PRIOR_TEMPLATE,)) -> LabelPrior:
+    """Embed every class name with the model's text tower as it is now (pretrained, in eval mode),
+    averaged over the templates."""
     was_training = model.text_tower.training
     model.text_tower.eval()
+    texts = [template.format(n) for template in templates for n in names]
     rows = []
-    for start in range(0, len(names), PRIOR_BATCH):
-        batch = tokenize(tokenizer, [PRIOR_TEMPLATE.format(n) for n in names[start:start + PRIOR_BATCH]], model.config.context_length)
+    for start in range(0, len(texts), PRIOR_BATCH):
+        batch = tokenize(tokenizer, texts[start:start + PRIOR_BATCH], model.config.context_length)
         rows.append(model.text_features(batch["input_ids"], batch["attention_mask"]).float())
     model.text_tower.train(was_training)
-    return LabelPrior(classifier, torch.cat(rows))
+    return LabelPrior(classifier, torch.cat(rows).view(len(templates), len(names), -1).mean(0))
