@@ -109,12 +109,17 @@ class TrainConfig:
     device: str = option("auto", "auto, cpu, cuda, cuda:1 ...")
     out_dir: str | None = option(None, "Run folder (default runs/<date-time>).")
     save_every: int = option(1, "Write epoch_NNN.safetensors every N epochs.")
+    wise_alpha: float = option(
+        1.0, "WiSE-FT: validate and save start + ALPHA x (trained - start), a mix of the fine-tuned weights and "
+             "those the run started from, which keeps what the start knew (1: the fine-tuned weights as they are).")
     resume: str | None = option(
         None, "'latest' (needs --out-dir) or a latest.safetensors path: continue where that run stopped, "
               "with that run's options.")
 
     def __post_init__(self) -> None:
         check_choices(self)
+        if not 0 <= self.wise_alpha <= 1:
+            raise TmvError(f"wise_alpha must be in [0, 1], not {self.wise_alpha}")
         if not 0 <= self.val_fraction < 1:
             raise TmvError(f"val_fraction must be in [0, 1), not {self.val_fraction}")
         for name in ("epochs", "batch_size", "accum_steps", "save_every"):

@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .builtin import start_as_reading
 from .config import ModelConfig
 from .model import TinyClip, data_config_for
 from .prior import LabelPrior
@@ -25,6 +26,8 @@ def create_model(config: ModelConfig):
     model = TinyClip(config, image_tower, text_tower, arch, data_config_for(image_tower, config.image_size))
     if config.label_prior and classifier is not None:
         model.label_prior = build_label_prior(model, tokenizer, classifier.layer, classifier.names)
+        if config.head == "linear" and config.embed_dim == text_tower.config.hidden_size:
+            start_as_reading(model)  # step 0 is the built-in reading; training learns a correction
     return model, tokenizer
 
 
