@@ -77,15 +77,21 @@ def build_builtin(temperature: float = TEMPERATURE, templates: tuple[str, ...] |
     image_tower, arch, classifier = load_image_tower(CONFIG.image_model, True)
     text_tower, tokenizer = load_text_tower(CONFIG.text_model, True)
     model = TinyClip(CONFIG, image_tower, text_tower, arch, data_config_for(image_tower, None)).eval()
-    classifier.layer.weight.div_(temperature)
-    classifier.layer.bias.div_(temperature)
-    prior = build_label_prior(model, tokenizer, classifier.layer, classifier.names, templates or (PRIOR_TEMPLATE,))
-    prior.label_text.copy_(prior.label_text.half().float())
-    model.label_prior = prior
+    model.label_prior = build_label_prior(model, tokenizer, classifier.layer, classifier.names, templates or (PRIOR_TEMPLATE,))
+    model.label_prior.label_text.copy_(model.label_prior.label_text.half().float())
+    return read_as(model, temperature, centred), tokenizer
+
+
+@torch.no_grad()
+def read_as(model: TinyClip, temperature: float, centred: bool = True) -> TinyClip:
+    """Make a model with an unsharpened label prior (temperature 1) the reading at `temperature`,
+    centred or not."""
+    model.label_prior.classifier.weight.div_(temperature)
+    model.label_prior.classifier.bias.div_(temperature)
     start_as_reading(model)
     if not centred:
         model.text_proj.bias.zero_()
-    return model, tokenizer
+    return model
 
 
 @torch.no_grad()
