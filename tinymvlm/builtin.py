@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from .config import ModelConfig
-from .errors import TmvError
+from .factory import PRIOR_TEMPLATE, build_label_prior, start_as_reading
 from .model import TinyClip, data_config_for
 from .towers import PACKAGED_IMAGE, PACKAGED_TEXT, load_image_tower, load_text_tower
 
@@ -72,8 +72,6 @@ def builtin_checkpoint() -> Path:
 def build_builtin(temperature: float = TEMPERATURE, templates: tuple[str, ...] | None = None,
                   centred: bool = True) -> tuple[TinyClip, object]:
     """(model, tokenizer) of the built-in reading; the arguments are the levers benchmarks compare."""
-    from .factory import PRIOR_TEMPLATE, build_label_prior
-
     image_tower, arch, classifier = load_image_tower(CONFIG.image_model, True)
     text_tower, tokenizer = load_text_tower(CONFIG.text_model, True)
     model = TinyClip(CONFIG, image_tower, text_tower, arch, data_config_for(image_tower, None)).eval()
@@ -92,18 +90,3 @@ def read_as(model: TinyClip, temperature: float, centred: bool = True) -> TinyCl
     if not centred:
         model.text_proj.bias.zero_()
     return model
-
-
-@torch.no_grad()
-def start_as_reading(model: TinyClip) -> None:
-    """Set linear heads so that the model IS its label prior's centred reading (image head zero,
-    text head the identity minus the mean class-name embedding): a start that already retrieves,
-    from which training learns a correction."""
-    width = model.text_tower.config.hidden_size
-    if model.label_prior is None or model.config.head != "linear" or model.embed_dim != width:
-        raise TmvError(f"heads can start as the built-in reading only with a label prior, --head linear and "
-                       f"--embed-dim {width} (the text tower's width)")
-    model.image_proj.weight.zero_()
-    model.image_proj.bias.zero_()
-    model.text_proj.weight.copy_(torch.eye(width))
-    model.text_proj.bias.copy_(-model.label_prior.label_text.mean(0))

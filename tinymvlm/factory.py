@@ -7,8 +7,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .builtin import start_as_reading
 from .config import ModelConfig
+from .errors import TmvError
 from .model import TinyClip, data_config_for
 from .prior import LabelPrior
 from .tokenizer import tokenize
@@ -45,3 +45,18 @@ def build_label_prior(model: TinyClip, tokenizer, classifier: nn.Linear, names: 
         rows.append(model.text_features(batch["input_ids"], batch["attention_mask"]).float())
     model.text_tower.train(was_training)
     return LabelPrior(classifier, torch.cat(rows).view(len(templates), len(names), -1).mean(0))
+
+
+@torch.no_grad()
+def start_as_reading(model: TinyClip) -> None:
+    """Set linear heads so that the model IS its label prior's centred reading (image head zero,
+    text head the identity minus the mean class-name embedding): a start that already retrieves,
+    from which training learns a correction."""
+    width = model.text_tower.config.hidden_size
+    if model.label_prior is None or model.config.head != "linear" or model.embed_dim != width:
+        raise TmvError(f"heads can start as the built-in reading only with a label prior, --head linear and "
+                       f"--embed-dim {width} (the text tower's width)")
+    model.image_proj.weight.zero_()
+    model.image_proj.bias.zero_()
+    model.text_proj.weight.copy_(torch.eye(width))
+    model.text_proj.bias.copy_(-model.label_prior.label_text.mean(0))
