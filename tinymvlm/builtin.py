@@ -17,9 +17,9 @@ templates changes about nothing and multiplies the first use's build time (one M
 1000 class names per template), so there is one.
 
 The model is built once into the user cache as a self-describing checkpoint (so indexes record it
-like any other) and rebuilt from the installed packages when missing, bit for bit: the class-name
-embeddings are stored at half precision, which absorbs the last-bit differences that another thread
-count's float sums could make.
+like any other) and rebuilt from the installed packages when missing, to the same fingerprint: the
+class-name embeddings are rounded to half precision, so the last-bit differences that float sums in
+another order (another thread count) could make round away (in all but freak cases).
 """
 
 from __future__ import annotations
