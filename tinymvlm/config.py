@@ -33,8 +33,11 @@ class ModelConfig:
     text_model: str = option(DEFAULT_TEXT_MODEL, f"Hugging Face encoder name or folder, or '{PACKAGED_TEXT}' (packaged).")
     image_weights: str | None = option(None, "Weights file (.safetensors/.pth) for --image-model.")
     pretrained: bool = option(True, "Start from pretrained towers, or train from scratch.")
-    embed_dim: int = option(256, "Size of the shared embedding space.")
-    head: str = option("mlp", "Projection head type.", choices=("linear", "mlp"))
+    embed_dim: int = option(384, "Size of the shared embedding space (384: MiniLM's width, see --head).")
+    head: str = option(
+        "linear", "Projection head type. Linear heads over a label prior at the text tower's width start as the "
+                  "built-in model's reading, and training learns a correction: what the towers knew is kept.",
+        choices=("linear", "mlp"))
     image_size: int | None = option(None, "Train and embed at this square size instead of the tower's own.")
     context_length: int = option(77, "Caption token limit (longer captions are truncated).")
     init_logit_scale: float = option(
