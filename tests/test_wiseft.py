@@ -51,7 +51,7 @@ def test_a_resumed_run_mixes_with_the_start_it_began_from(tiny_model_config, col
 
 
 def test_mixing_a_run_that_kept_no_start_is_refused(tiny_model_config, colour_folder, tmp_path):
-    train(_config(tiny_model_config, colour_folder, tmp_path / "run", epochs=1))
+    train(_config(tiny_model_config, colour_folder, tmp_path / "run", epochs=1, wise_alpha=1))
     with pytest.raises(TmvError, match="no start.safetensors"):
         train(_config(tiny_model_config, colour_folder, tmp_path / "run", wise_alpha=0.5, epochs=2, resume="latest"))
     with pytest.raises(TmvError, match="wise_alpha must be in"):

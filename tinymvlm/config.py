@@ -113,8 +113,9 @@ class TrainConfig:
     out_dir: str | None = option(None, "Run folder (default runs/<date-time>).")
     save_every: int = option(1, "Write epoch_NNN.safetensors every N epochs.")
     wise_alpha: float = option(
-        1.0, "WiSE-FT: validate and save start + ALPHA x (trained - start), a mix of the fine-tuned weights and "
-             "those the run started from, which keeps what the start knew (1: the fine-tuned weights as they are).")
+        0.75, "WiSE-FT: validate and save start + ALPHA x (trained - start), a mix of the fine-tuned weights and "
+             "those the run started from, which keeps what the start knew (1: the fine-tuned weights as they are; 0.75 "
+             "measured best on Tux Paint against real photos, see benchmarks/bench_builtin.py).")
     resume: str | None = option(
         None, "'latest' (needs --out-dir) or a latest.safetensors path: continue where that run stopped, "
               "with that run's options.")
