@@ -80,7 +80,7 @@ def test_sigkilled_training_resumes_from_its_last_checkpoint(pairs_folder, tmp_p
     # nothing half-written: every checkpoint loads, no temp file is left behind
     checkpoints = sorted(p.name for p in run.glob("*.safetensors"))
     assert checkpoints == ["best.safetensors"] + [f"epoch_{e:03d}.safetensors" for e in range(1, EPOCHS + 1)] + [
-        "latest.safetensors"]
+        "latest.safetensors", "start.safetensors"]
     for name in checkpoints:
         load_checkpoint(run / name)
     assert read_metadata(run / "latest.safetensors")["trainer_state"]["step"] == STEPS_PER_EPOCH * EPOCHS
