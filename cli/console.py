@@ -78,3 +78,13 @@ def model_option(default: str) -> Callable:
     return click.option("--model", "--checkpoint", "model", metavar="MODEL",
                         help="hf:ORG/NAME or a Hugging Face CLIP/SigLIP folder, open_clip:ARCH/TAG|FILE, a tmv "
                              f"checkpoint or run folder, or builtin. {default}")
+
+
+def note_model(checkpoint) -> None:
+    """The one line every command that runs a model prints when that model is the built-in one, so a
+    user who expected a trained run knows what answered."""
+    from tinymvlm.builtin import NAME, is_builtin
+
+    if is_builtin(checkpoint):
+        err.print(f"using the built-in model '{NAME}' (no training needed; 'tmv train' makes your own, "
+                  "--model picks one)", markup=False)

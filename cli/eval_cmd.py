@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .console import err, friendly_errors, model_option, out, setup_logging, warn_skipped
+from .console import err, friendly_errors, model_option, note_model, out, setup_logging, warn_skipped
 
 DEFAULT_KS = (1, 5, 10)
 
@@ -151,6 +151,7 @@ def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, model: str | Non
     ks_list = check_ks(ks or DEFAULT_KS) if not zeroshot else []
     runtime = Runtime(device, precision, batch_size, workers).resolve()
     path = resolve_model(model)
+    note_model(path)
     read_metadata(path)  # an unknown format fails here, before any data is read
     if zeroshot:
         evaluation = _zeroshot_data(data, split, image_root, image_column, label_column, classes_file, templates, limit)

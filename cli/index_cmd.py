@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .console import err, friendly_errors, model_option, setup_logging
+from .console import err, friendly_errors, model_option, note_model, setup_logging
 
 
 class RichProgress:
@@ -102,7 +102,7 @@ def nothing_indexed(report) -> str:
 @click.option("--index", "index_dir", type=click.Path(file_okay=False),
               help="Index folder. Default: $TMV_INDEX, else ~/.local/share/tinymvlm/index ($XDG_DATA_HOME).")
 @model_option("Default: the model the index was built with, else the best checkpoint of the latest run under "
-              "./runs ($TMV_RUNS).")
+              "./runs ($TMV_RUNS), else the built-in model.")
 @click.option("--captions", "captions", multiple=True, type=click.Path(dir_okay=False),
               help="Caption file to index for text search: one per line, or a TSV/CSV/JSONL column. Repeatable.")
 @click.option("--caption-column", help="Column name (or 0-based number) of the captions in a TSV/CSV/JSONL file.")
@@ -148,6 +148,7 @@ def index(ctx: click.Context, paths, index_dir, model, captions, caption_column,
     from rich.markup import escape
 
     from tinymvlm.errors import TmvError
+    from tinymvlm.index import Index
     from tinymvlm.index.build import build_index, merge_index
     from tinymvlm.index.shard import Shard, torchrun_shard
     from tinymvlm.runtime import Runtime
@@ -163,6 +164,7 @@ def index(ctx: click.Context, paths, index_dir, model, captions, caption_column,
         report = merge_index(index_dir, paths, index_type, spec_settings, replace=rebuild, wait=wait)
         _merged(report)
         return
+    note_model(Index(index_dir, checkpoint=model).checkpoint_path())
     runtime = Runtime(device, precision, batch_size, workers)
     progress = RichProgress()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .console import err, friendly_errors, model_option, out, setup_logging
+from .console import err, friendly_errors, model_option, note_model, out, setup_logging
 
 
 class _ScoreCommand(click.Command):
@@ -66,7 +66,9 @@ def score(images, captions, captions_file, model, as_json, precision, device, ve
 
     check_inputs(images, texts)
     runtime = replace(Runtime.for_queries(device, precision), batch_size=64).resolve()
-    model, tokenizer, _ = load_checkpoint(resolve_model(model))
+    path = resolve_model(model)
+    note_model(path)
+    model, tokenizer, _ = load_checkpoint(path)
     results = score_images(model, tokenizer, list(images), texts, runtime)
     if as_json:
         import json

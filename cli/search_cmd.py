@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .console import err, friendly_errors, model_option, out, setup_logging
+from .console import err, friendly_errors, model_option, note_model, out, setup_logging
 
 
 def print_table(hits, texts: bool) -> None:
@@ -74,6 +74,7 @@ def search(query, index_dir, model, k, images, texts, literal, as_json, paths_on
     text = " ".join(query)
     idx = Index(index_dir, checkpoint=model, runtime=Runtime.for_queries(device, precision))
     hits = idx.search(text or None, images, k=k, texts=texts, nprobe=nprobe, ef_search=ef_search, literal=literal)
+    note_model(idx.model_info().checkpoint)
     if html_file:
         from tinymvlm.atomic import write_text
         from tinymvlm.index.html import contact_sheet

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.markup import escape
 
-from .console import err, friendly_errors, model_option, setup_logging
+from .console import err, friendly_errors, model_option, note_model, setup_logging
 
 
 def bind(host: str, port: int):
@@ -60,6 +60,7 @@ def serve(index_dir, model, host, port, allow_hosts, thumb_dir, max_upload_mb, d
 
     index = Index(index_dir, checkpoint=model, runtime=Runtime.for_queries(device, precision))
     index.info()  # no index, or an unreadable one: say so before loading anything
+    note_model(index.checkpoint_path())
     sock = bind(host, port)  # a busy port: likewise
     names = server_names(host, allow_hosts)
     try:

@@ -6,10 +6,11 @@
     for hit in idx.search("cat + in snow - dog", k=5):
         print(hit.rank, hit.score, hit.path)
 
-Which model: `checkpoint` when given (anything `--model` takes, see tinymvlm.models); otherwise the checkpoint an existing index
-was built with, if that file still exists; otherwise the best checkpoint of the most recently trained run
-under ./runs or $TMV_RUNS. An index keeps its model: to re-embed with another one, pass
-`checkpoint=...` with `rebuild=True`. Any other model is refused, before it is even loaded (its
+Which model: `checkpoint` when given (anything `--model` takes, see tinymvlm.models); otherwise the
+checkpoint an existing index was built with, if that file still exists (the built-in model is rebuilt if
+the cache lost it); otherwise the best checkpoint of the most recently trained run under ./runs or
+$TMV_RUNS, or the built-in model (tinymvlm.builtin) when there is none. An index keeps its model: to
+re-embed with another one, pass `checkpoint=...` with `rebuild=True`. Any other model is refused, before it is even loaded (its
 fingerprint is in the checkpoint's metadata).
 
 A text query runs on the model's ONNX text encoder when there is one (tinymvlm/text_onnx.py) and the
@@ -28,6 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from tinymvlm import text_onnx
+from tinymvlm.builtin import builtin_checkpoint, is_builtin
 from tinymvlm.errors import TmvError
 from tinymvlm.metadata import read_metadata
 from tinymvlm.models import resolve_model
@@ -72,6 +74,8 @@ class Index:
             built = Path(self.store.read_manifest()["model"]["checkpoint"])
             if built.is_file():
                 return built
+            if is_builtin(built):  # the user cache was cleared: the same model is rebuilt
+                return builtin_checkpoint()
         return resolve_model(None)
 
     def model_info(self) -> ModelInfo:

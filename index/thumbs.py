@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from tinymvlm.atomic import atomic_path
+from tinymvlm.cache import user_cache
 from tinymvlm.transform import load_image
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,7 @@ THUMB_SIZE = 320
 
 
 def default_thumb_dir() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "tinymvlm" / "thumbs"
+    return user_cache("thumbs")
 
 
 def make_thumbnail(path: str, size: int = THUMB_SIZE) -> bytes:

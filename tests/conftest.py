@@ -60,6 +60,14 @@ def read_line(stream, timeout: float = 60) -> str:
 
 
 @pytest.fixture(scope="session")
+def builtin_checkpoint(user_cache) -> Path:
+    """The built-in model's checkpoint, built once per session."""
+    from tinymvlm.builtin import builtin_checkpoint
+
+    return builtin_checkpoint()
+
+
+@pytest.fixture(scope="session")
 def tiny_text_model(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT with MiniLM's tokenizer, saved as a Hugging Face folder."""
     from transformers import AutoTokenizer, BertConfig, BertModel

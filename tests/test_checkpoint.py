@@ -83,10 +83,14 @@ def test_other_safetensors_files_are_refused(tmp_path):
         read_metadata(tmp_path / "w.safetensors")
 
 
-def test_checkpoint_resolution_rules(tiny_checkpoint, tmp_path, monkeypatch):
+def test_checkpoint_resolution_rules(tiny_checkpoint, builtin_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("TMV_RUNS", str(tmp_path / "runs"))
-    with pytest.raises(TmvError, match="no trained run"):
-        resolve_checkpoint(None)
+    monkeypatch.chdir(tmp_path)
+    assert resolve_checkpoint(None) == builtin_checkpoint  # no run: the built-in model
+    assert resolve_checkpoint("builtin") == builtin_checkpoint
+    (tmp_path / "builtin").mkdir()  # a run folder of that name is the run folder
+    with pytest.raises(TmvError, match="holds no best"):
+        resolve_checkpoint("builtin")
     old, new = tmp_path / "runs" / "old", tmp_path / "runs" / "new"
     for run in (old, new):
         run.mkdir(parents=True)

@@ -32,16 +32,6 @@ def _fails(runner, *args: str) -> str:
     return message
 
 
-@pytest.mark.parametrize("where", ["default", "new", "existing empty"])
-def test_index_without_a_model_creates_nothing(runner, tmp_path, colour_folder, where):
-    args = ["index", str(colour_folder)] + ([] if where == "default" else ["--index", str(tmp_path / "idx")])
-    if where == "existing empty":
-        (tmp_path / "idx").mkdir()
-    before = _tree(tmp_path)
-    assert "no trained run found" in _fails(runner, *args)
-    assert _tree(tmp_path) == before  # no index folder, no lock file
-
-
 @pytest.mark.parametrize("bad", ["missing folder", "missing checkpoint", "garbage checkpoint", "missing captions",
                                  "nothing to index", "missing folder, shard"])
 def test_bad_input_leaves_no_index_folder(runner, tmp_path, colour_folder, tiny_checkpoint, bad):

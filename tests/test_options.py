@@ -51,7 +51,7 @@ def test_a_yaml_with_every_key_round_trips(tmp_path):
             changed[option.name] = not option.default
         elif option.choices:
             changed[option.name] = [c for c in option.choices if c != option.default][0]
-        elif option.name == "val_fraction":
+        elif option.name in ("val_fraction", "wise_alpha"):  # fractions
             changed[option.name] = 0.25
         elif option.type in (int, float):
             changed[option.name] = option.type(3 if option.default is None else option.default + 3)

@@ -10,7 +10,8 @@ __version__ = "0.1.0"
 def load(path: str | Path | None = None, device: str = "cpu"):
     """Return `(model, preprocess, tokenizer)` for any model `--model` takes (see `models`): a
     checkpoint file or run folder (its best checkpoint), `hf:ORG/NAME` or a Hugging Face CLIP/SigLIP
-    folder, `open_clip:ARCH/TAG|FILE`; None means the default. The open_clip contract that CLIP_benchmark uses:
+    folder, `open_clip:ARCH/TAG|FILE`, or "builtin" (the built-in model, see `tinymvlm.builtin`); None
+    means the latest run's best, or the built-in model when there is no run. The open_clip contract that CLIP_benchmark uses:
     `model.encode_image(torch.stack([preprocess(pil) for pil in images]))`, and
     `model.encode_text(tokenizer(texts))` where the tokenizer gives one LongTensor padded to the
     model's context length. `preprocess` takes any PIL image and decodes it as `tmv index` does."""

@@ -33,8 +33,11 @@ class ModelConfig:
     text_model: str = option(DEFAULT_TEXT_MODEL, f"Hugging Face encoder name or folder, or '{PACKAGED_TEXT}' (packaged).")
     image_weights: str | None = option(None, "Weights file (.safetensors/.pth) for --image-model.")
     pretrained: bool = option(True, "Start from pretrained towers, or train from scratch.")
-    embed_dim: int = option(256, "Size of the shared embedding space.")
-    head: str = option("mlp", "Projection head type.", choices=("linear", "mlp"))
+    embed_dim: int = option(384, "Size of the shared embedding space (384: MiniLM's width, see --head).")
+    head: str = option(
+        "linear", "Projection head type. Linear heads over a label prior at the text tower's width start as the "
+                  "built-in model's reading, and training learns a correction: what the towers knew is kept.",
+        choices=("linear", "mlp"))
     image_size: int | None = option(None, "Train and embed at this square size instead of the tower's own.")
     context_length: int = option(77, "Caption token limit (longer captions are truncated).")
     init_logit_scale: float = option(
@@ -113,12 +116,18 @@ class TrainConfig:
     device: str = option("auto", "auto, cpu, cuda, cuda:1 ...")
     out_dir: str | None = option(None, "Run folder (default runs/<date-time>).")
     save_every: int = option(1, "Write epoch_NNN.safetensors every N epochs.")
+    wise_alpha: float = option(
+        0.75, "WiSE-FT: validate and save start + ALPHA x (trained - start), a mix of the fine-tuned weights and "
+             "those the run started from, which keeps what the start knew (1: the fine-tuned weights as they are; 0.75 "
+             "measured best on Tux Paint against real photos, see benchmarks/bench_builtin.py).")
     resume: str | None = option(
         None, "'latest' (needs --out-dir) or a latest.safetensors path: continue where that run stopped, "
               "with that run's options.")
 
     def __post_init__(self) -> None:
         check_choices(self)
+        if not 0 <= self.wise_alpha <= 1:
+            raise TmvError(f"wise_alpha must be in [0, 1], not {self.wise_alpha}")
         if not 0 <= self.val_fraction < 1:
             raise TmvError(f"val_fraction must be in [0, 1), not {self.val_fraction}")
         for name in ("epochs", "batch_size", "accum_steps", "save_every"):

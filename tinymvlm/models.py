@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
+from .cache import user_cache
 from .errors import TmvError
 from .run import resolve_checkpoint
 
@@ -36,10 +37,8 @@ OFFLINE_CHOICES = ("offline, use --model builtin (the packaged towers), a local 
 
 
 def cache_dir() -> Path:
-    """Where imported models live: the user cache folder's tinymvlm/models ($XDG_CACHE_HOME on Linux)."""
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("tinymvlm")) / "models"
+    """Where imported models live: the user cache's models/ (see `cache`)."""
+    return user_cache("models")
 
 
 def resolve_model(ref: str | Path | None) -> Path:

@@ -46,19 +46,27 @@ def new_run_dir(cfg: TrainConfig) -> Path:
     return Path(cfg.out_dir) if cfg.out_dir else runs_root() / time.strftime("%Y%m%d-%H%M%S")
 
 
-def latest_run() -> Path:
+def latest_run() -> Path | None:
     """The most recently trained run under runs_root(): the one whose latest checkpoint is newest."""
     root = runs_root()
     runs = sorted((p for p in root.glob("*/" + LATEST)), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
-    if not runs:
-        raise TmvError(f"no trained run found under {root}/; train one with 'tmv train' or pass --checkpoint")
-    return runs[-1].parent
+    return runs[-1].parent if runs else None
 
 
 def resolve_checkpoint(path: str | Path | None) -> Path:
-    """A checkpoint file as given; a run folder means its best checkpoint; None means the best
-    checkpoint of the most recently trained run under ./runs (or $TMV_RUNS)."""
-    path = latest_run() if path is None else Path(path)
+    """A checkpoint file as given; a run folder means its best checkpoint; 'builtin' (when no such
+    file or folder exists) means the built-in model (see `builtin`); None means the best checkpoint
+    of the most recently trained run under ./runs (or $TMV_RUNS), or the built-in model when there
+    is none."""
+    from . import builtin
+
+    if path is None:
+        path = latest_run()
+        if path is None:
+            return builtin.builtin_checkpoint()
+    path = Path(path)
+    if str(path) == builtin.NAME and not path.exists():
+        return builtin.builtin_checkpoint()
     if path.is_dir():
         for name in (BEST, LATEST):
             if (path / name).is_file():

@@ -21,9 +21,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import platformdirs
 
 from .atomic import atomic_path, write_text
+from .cache import user_cache
 from .errors import first_line
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ PROBES = ("a photo of a cat", "UPPER case, punctuation?! and 10:30", "Ünïcöd�
 
 
 def cache_dir() -> Path:
-    return Path(platformdirs.user_cache_dir("tinymvlm", appauthor=False)) / "text-encoders"
+    return user_cache("text-encoders")
 
 
 def encoder_path(fingerprint: str) -> Path:

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from . import distributed, freeze, run
+from . import distributed, freeze, run, wiseft
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import PairSet
@@ -102,6 +102,7 @@ class TrainState:
     start_epoch: int = 0
     step: int = 0
     best: float | None = None
+    start_weights: dict[str, torch.Tensor] | None = None  # what the saved models mix with (wiseft)
 
     @property
     def finished(self) -> bool:
@@ -185,6 +186,11 @@ def setup(cfg: TrainConfig, reporter: Reporter | None, info: Dist, device: torch
         run_dir.mkdir(parents=True, exist_ok=True)
         run.clear_stale(run_dir)
         run.write_config(run_dir, cfg)
+    start = None
+    if cfg.wise_alpha < 1 and main:
+        if not cfg.resume:
+            save_checkpoint(run_dir / wiseft.START, model, tokenizer, {"epoch": 0, "step": 0})
+        start = wiseft.start_weights(run_dir / wiseft.START, device)
 
     train_tf = build_transforms(train_data_config(model, cfg.train_image_size), training=True)
     tokens = pretokenize(tokenizer, train_pairs.captions, model.config.context_length)
@@ -226,7 +232,7 @@ def setup(cfg: TrainConfig, reporter: Reporter | None, info: Dist, device: torch
         net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     return TrainState(cfg, info, runtime, run_dir, log, reporter, model, tokenizer, train_pairs, val_pairs,
                       val_features, dataset, collate, sampler, drop_last, cached, steps_per_epoch,
-                      steps_per_epoch * cfg.epochs, optimizer, net, start_epoch, step, best)
+                      steps_per_epoch * cfg.epochs, optimizer, net, start_epoch, step, best, start)
 
 
 def train_epoch(state: TrainState, epoch: int) -> dict:
@@ -285,19 +291,21 @@ def end_epoch(state: TrainState, record: dict) -> None:
     """Rank 0's end of an epoch: validation, checkpoints, the log line; updates the best score."""
     cfg, model, tokenizer = state.cfg, state.model, state.tokenizer
     epoch, step = record["epoch"], record["step"]
-    if state.val_pairs is not None:
-        state.reporter.validating(epoch)
-        # At the training batch size: inference at the evaluation size must not raise the run's peak memory.
-        record["val"] = evaluate(model, tokenizer, state.val_pairs, state.runtime, features=state.val_features)
-    current = score(record["val"]) if "val" in record else None
-    improved = current is None or state.best is None or current > state.best
-    if improved:
-        state.best = current
-    info = {"epoch": epoch, "step": step, "metrics": record.get("val", {}), "train_loss": record["train_loss"]}
-    if epoch % cfg.save_every == 0 or epoch == cfg.epochs:
-        save_checkpoint(run.epoch_checkpoint(state.run_dir, epoch), model, tokenizer, info)
-    if improved:
-        save_checkpoint(state.run_dir / run.BEST, model, tokenizer, info)
+    info = {"epoch": epoch, "step": step, "train_loss": record["train_loss"]}
+    with wiseft.mixed(model, state.start_weights, cfg.wise_alpha) as saved:
+        if state.val_pairs is not None:
+            state.reporter.validating(epoch)
+            # At the training batch size: inference at the evaluation size must not raise the run's peak memory.
+            record["val"] = evaluate(saved, tokenizer, state.val_pairs, state.runtime, features=state.val_features)
+        current = score(record["val"]) if "val" in record else None
+        improved = current is None or state.best is None or current > state.best
+        if improved:
+            state.best = current
+        info["metrics"] = record.get("val", {})
+        if epoch % cfg.save_every == 0 or epoch == cfg.epochs:
+            save_checkpoint(run.epoch_checkpoint(state.run_dir, epoch), saved, tokenizer, info)
+        if improved:
+            save_checkpoint(state.run_dir / run.BEST, saved, tokenizer, info)
     save_checkpoint(state.run_dir / run.LATEST, model, tokenizer, info,
                     trainer_state(state.optimizer, epoch, step, state.best))
     state.log.append(record, sync=True)
