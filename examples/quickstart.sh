@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The whole chain on real data, offline: install into ./.venv, train on 633 Tux Paint stamps (choosing
-# the best epoch on a validation split taken from those), index the 152 held-out stamps, search them,
-# and evaluate retrieval on them.
+# The whole chain on real data, offline: install into ./.venv, search the 152 held-out Tux Paint stamps
+# with the built-in model (no training), then train on the 633 others (choosing the best epoch on a
+# validation split taken from those), index the held-out stamps, search them, and evaluate retrieval.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash examples/setup.sh
@@ -10,8 +10,12 @@ tmv() { "$python" -m tinymvlm.cli "$@"; }
 
 "$python" examples/tuxpaint_pairs.py data/tux
 
+echo "== no training: the built-in model"
+tmv index data/tux/test-images --model builtin --index runs/builtin-index
+tmv search "a red apple" --index runs/builtin-index -k 3
+
 tmv train --config examples/tuxpaint.yaml --data data/tux/train.tsv --val-fraction 0.1 --out-dir runs/tux
-tmv index data/tux/test-images --checkpoint runs/tux --index runs/tux/index
+tmv index data/tux/test-images --model runs/tux --index runs/tux/index
 tmv index --captions data/tux/test.tsv --caption-column caption --index runs/tux/index
 
 for query in "a red apple" "a penguin" "a car"; do
@@ -23,7 +27,7 @@ echo "== image -> text: $example"
 tmv search --image "$example" --texts --index runs/tux/index -k 3
 
 echo "== held-out retrieval (152 stamps neither trained on nor used to choose the checkpoint)"
-tmv eval --checkpoint runs/tux --data data/tux/test.tsv --recall 1 5 10
+tmv eval --model runs/tux --data data/tux/test.tsv --recall 1 5 10
 
 echo "== browse the held-out index in a web page (Ctrl-C stops it):"
 echo "  source .venv/bin/activate && tmv serve --index runs/tux/index     # then open http://127.0.0.1:8000/"
