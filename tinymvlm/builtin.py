@@ -27,7 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .cache import user_cache
+from .cache import model_cache
 
 if TYPE_CHECKING:
     from .model import TinyClip
@@ -38,7 +38,7 @@ TEMPERATURE = 1.5
 
 
 def builtin_path() -> Path:
-    return user_cache("models", f"{NAME}-v{VERSION}.safetensors")
+    return model_cache() / f"{NAME}-v{VERSION}.safetensors"
 
 
 def is_builtin(path: str | Path) -> bool:

@@ -12,3 +12,8 @@ def user_cache(*parts: str) -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("tinymvlm", appauthor=False)).joinpath(*parts)
+
+
+def model_cache() -> Path:
+    """Where models made once live: the built-in model and every imported pretrained CLIP."""
+    return user_cache("models")

@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from .cache import user_cache
+from .cache import model_cache
 from .errors import TmvError
 from .run import resolve_checkpoint
 
@@ -34,11 +34,6 @@ FORMS = ("hf:ORG/NAME, open_clip:ARCH/TAG or open_clip:ARCH/FILE, a Hugging Face
          "a tmv checkpoint or run folder, or builtin")
 OFFLINE_CHOICES = ("offline, use --model builtin (the packaged towers), a local Hugging Face CLIP/SigLIP folder, "
                    "open_clip:ARCH/FILE with a local checkpoint file, or a tmv checkpoint")
-
-
-def cache_dir() -> Path:
-    """Where imported models live: the user cache's models/ (see `cache`)."""
-    return user_cache("models")
 
 
 def resolve_model(ref: str | Path | None) -> Path:
@@ -122,7 +117,7 @@ def _cached(key: str, load: Callable, ref: str, needs_hub: bool = False) -> Path
     from .towers import hub_reachable
 
     slug = re.sub(r"[^\w.-]+", "_", ref.split(":", 1)[-1].strip("/"))[-60:]
-    path = cache_dir() / f"{slug}-{key}.safetensors"
+    path = model_cache() / f"{slug}-{key}.safetensors"
     if path.is_file():
         return path
     if needs_hub and not hub_reachable():
