@@ -147,12 +147,14 @@ def index(ctx: click.Context, paths, index_dir, model, captions, caption_column,
     setup_logging(verbose)
     from rich.markup import escape
 
+    from tinymvlm import killpoint
     from tinymvlm.errors import TmvError
     from tinymvlm.index import Index
     from tinymvlm.index.build import build_index, merge_index
     from tinymvlm.index.shard import Shard, torchrun_shard
     from tinymvlm.runtime import Runtime
 
+    killpoint.reached("index command")
     if sum(map(bool, (shard_text, merge, nproc is not None, torchrun_shard()))) > 1:
         raise TmvError("use one of --shard, --merge, --nproc and torchrun at a time")
     if nproc is not None:

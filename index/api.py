@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tinymvlm import text_onnx
+from tinymvlm import killpoint, text_onnx
 from tinymvlm.builtin import builtin_checkpoint, is_builtin
 from tinymvlm.errors import TmvError
 from tinymvlm.metadata import read_metadata
@@ -92,6 +92,7 @@ class Index:
         if self._model is None:
             from tinymvlm.checkpoint import load_checkpoint
 
+            killpoint.reached("model load")
             model, tokenizer, _ = load_checkpoint(self.model_info().checkpoint)
             self._model, self._tokenizer = model.to(self.runtime.torch_device).eval(), tokenizer
         return self._model, self._tokenizer

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -208,17 +207,24 @@ def _check_concurrent_access(folder: Path, pid: int, photos: Path, good: set[str
     assert {h["path"] for h in hits} == committed and committed <= good  # all committed rows, nothing else
 
 
-KILL_POINTS = {"lock taken": ("manifest.json", ".manifest.json."), "sync": ("images.*.faiss", ".images.")}
+KILL_POINTS = {  # phase: (TMV_KILL_AT, the prefix of the one temp file it leaves, or None: none)
+    "imports": ("index command", None),
+    "lock taken": ("manifest.json", ".manifest.json."),
+    "model load": ("model load", None),
+    "sync": ("images.*.faiss", ".images."),
+}
 
 
 def test_sigkilled_index_resumes_exactly_and_stays_readable(tmp_path, tiny_checkpoint):
-    """Five SIGKILLs of `tmv index`: while importing; the moment it takes the lock (a kill point: its
-    first manifest written, not yet renamed); while loading the model; mid-embedding; and inside the
-    FAISS sync after the last commit (a kill point: the new FAISS file written, not yet renamed); then
-    a clean run. Result: exactly one vector per good image, the vectors an uninterrupted run computes,
-    FAISS and catalogue agree, no temp files left (each kill point's temp file was there before).
-    Mid-embedding, searches run against the live writer, and with the writer frozen a second `tmv
-    index` is refused by PID and `tmv search` sees every committed row."""
+    """Five SIGKILLs of `tmv index`, each at an event, never after a delay: once its imports are done
+    (a kill point, before it touches the disk); the moment it takes the lock (its first manifest
+    written, not yet renamed); as it loads the model, lock held; mid-embedding (once a commit is seen
+    from outside); and inside the FAISS sync after the last commit (the new FAISS file written, not
+    yet renamed); then a clean run. Result: exactly one vector per good image, the vectors an
+    uninterrupted run computes, FAISS and catalogue agree, no temp files left (each kill inside a
+    write left its temp file, checked before the resume). Mid-embedding, searches run against the live
+    writer, and with the writer frozen a second `tmv index` is refused by PID and `tmv search` sees
+    every committed row."""
     photos = tmp_path / "photos"
     photos.mkdir()
     rng_pixels = np.random.default_rng(3)
@@ -230,32 +236,21 @@ def test_sigkilled_index_resumes_exactly_and_stays_readable(tmp_path, tiny_check
     folder = tmp_path / "idx"
     command = [sys.executable, "-m", "tinymvlm.cli", "index", str(photos), "--index", str(folder), "--checkpoint",
                str(tiny_checkpoint), "--workers", "0", "--batch-size", "1", "--precision", "fp32"]
-    rng = random.Random(6)
     searcher = Index(folder, checkpoint=tiny_checkpoint, runtime=Runtime(precision="fp32"))
     killed_at: list[tuple[str, int]] = []
     live_searches = 0
     for run, phase in enumerate(["imports", "lock taken", "model load", "mid-embedding", "sync"]):
         before = _count(folder)
         threshold = before + 1  # freeze it at its first commits, long before its last batch releases the lock
-        delay = rng.uniform(0.3, 1.5)
-        # Kill points are events in the writer itself: a file written, not yet renamed over its name.
         env = {**os.environ, "TMV_KILL_AT": KILL_POINTS[phase][0]} if phase in KILL_POINTS else None
         with open(tmp_path / f"run{run}.log", "wb") as log:
             proc = subprocess.Popen(command, stdout=log, stderr=log, cwd=tmp_path, env=env)
-        started, locked_at = time.monotonic(), None
+        started = time.monotonic()
         try:
             if phase in KILL_POINTS:
                 proc.wait(timeout=120)
             while proc.poll() is None and time.monotonic() - started < 120:
-                now = time.monotonic() - started
-                if phase == "imports" and now > delay:
-                    break
-                if phase == "model load" and locked_at is None and IndexLock(folder).held_by_other():
-                    locked_at = now
-                if phase == "model load" and locked_at is not None and now - locked_at > delay / 2:
-                    break
-                count = _count(folder)
-                if phase == "mid-embedding" and count >= threshold:
+                if _count(folder) >= threshold:
                     proc.send_signal(signal.SIGSTOP)  # freeze the writer and look at the index from outside
                     _check_concurrent_access(folder, proc.pid, photos, good, tiny_checkpoint)
                     searcher.search(image=sorted(good)[0], k=50)  # loads the model while the writer is frozen
@@ -264,7 +259,7 @@ def test_sigkilled_index_resumes_exactly_and_stays_readable(tmp_path, tiny_check
                     assert {h.path for h in hits} <= good and [h.rank for h in hits] == list(range(1, len(hits) + 1))
                     live_searches += 1
                     break
-                time.sleep(0.02)
+                time.sleep(0.02)  # polling for the commit, not placing the kill
             if phase not in KILL_POINTS:
                 assert proc.poll() is None, f"run {run} ({phase}) finished before its kill point"
                 proc.send_signal(signal.SIGKILL)
@@ -274,8 +269,12 @@ def test_sigkilled_index_resumes_exactly_and_stays_readable(tmp_path, tiny_check
         assert proc.returncode == -signal.SIGKILL
         killed_at.append((phase, _count(folder)))
         print(f"run {run}: killed {phase} after {time.monotonic() - started:.1f} s with {killed_at[-1][1]} rows")
-        if phase in KILL_POINTS:  # killed inside that write: its temp file is the one trace
-            temps = [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+        temps = [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] if folder.exists() else []
+        if phase == "imports":
+            assert not folder.exists(), "killed before touching the disk, yet the index folder exists"
+        elif phase == "model load":
+            assert IndexLock(folder).holder() == proc.pid and not temps, temps  # it held the lock; nothing half-written
+        elif phase in KILL_POINTS:  # killed inside that write: its temp file is the one trace
             assert len(temps) == 1 and temps[0].startswith(KILL_POINTS[phase][1]), (phase, temps)
         if IndexStore(folder).exists():  # whatever moment it died at, what is on disk is whole
             manifest = IndexStore(folder).read_manifest()

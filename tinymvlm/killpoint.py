@@ -1,10 +1,13 @@
 """Test-only kill points: with `TMV_KILL_AT=PATTERN` (or `PATTERN#N`) in its environment a process
 SIGKILLs itself the first (or Nth) time it reaches a point whose name matches PATTERN (fnmatch).
 
-The points: every atomic write, named by its file, after the temp file is written and fsynced and
-before it is renamed over the file (`latest.safetensors`, `images.*.faiss`, `manifest.json`); and
-`merge shard I`, after a merge copied shard I's rows into its open transaction. Tests stop a save, a
-FAISS sync or a merge exactly there, by event rather than by timing. Unset, a point costs one
+The points:
+* every atomic write, named by its file, after the temp file is written and fsynced and before it is
+  renamed over the file (`latest.safetensors`, `images.*.faiss`, `manifest.json`);
+* `merge shard I`, after a merge copied shard I's rows into its open transaction;
+* `index command`, once `tmv index` has imported what it needs and before it touches the disk;
+* `model load`, as an index starts loading its model (in `tmv index`, with the lock held).
+Tests stop a process exactly there, by event rather than by timing. Unset, a point costs one
 environment lookup.
 """
 
