@@ -10,7 +10,9 @@ from its data folder; foolbox itself is never imported, its dependencies need no
 Rows: the built-in model and each lever of its reading (templates, centring, temperature), then each
 trained run given with --run NAME=RUN_FOLDER (its last epoch, latest.safetensors; no selection on the
 test split). A run trained with --wise-alpha below 1 holds its start (start.safetensors), and gets one
-row per alpha of --alphas: the WiSE-FT mix of its start and its fine-tuned weights. --train trains the
+row per alpha of --alphas: the WiSE-FT mix of its start and its fine-tuned weights, and one row per weight
+of --ensembles: the output-space alternative, the cosine of the fine-tuned and the start embeddings
+concatenated (weight w on the fine-tuned model's similarity, 1 - w on the start's). --train trains the
 recipes below with --seeds seeds first (as bench_recipe.py, one `tmv train` process each) and adds the
 mean over seeds.
 
@@ -163,7 +165,26 @@ def lever_rows(sets: Sets, runtime) -> list[tuple[str, dict]]:
     return rows
 
 
-def run_rows(name: str, run_dir: Path, sets: Sets, runtime, alphas) -> list[tuple[str, dict]]:
+class Ensemble(torch.nn.Module):
+    """Two models as one: embeddings concatenated with weights sqrt(w) and sqrt(1 - w), so the cosine of
+    two concatenations is w * (first model's cosine) + (1 - w) * (second's)."""
+
+    def __init__(self, first, second, w: float) -> None:
+        super().__init__()
+        self.first, self.second, self.w = first, second, w
+        self.embed_dim, self.config = first.embed_dim + second.embed_dim, first.config
+
+    def encode_text(self, input_ids, attention_mask=None):
+        return self._join(self.first.encode_text(input_ids, attention_mask), self.second.encode_text(input_ids, attention_mask))
+
+    def project_image(self, features):
+        return self._join(self.first.project_image(features), self.second.project_image(features))
+
+    def _join(self, a, b):
+        return torch.cat([a * self.w ** 0.5, b * (1 - self.w) ** 0.5], dim=-1)
+
+
+def run_rows(name: str, run_dir: Path, sets: Sets, runtime, alphas, ensembles=()) -> list[tuple[str, dict]]:
     from tinymvlm.checkpoint import load_checkpoint
     from tinymvlm.wiseft import START, mix
 
@@ -171,11 +192,16 @@ def run_rows(name: str, run_dir: Path, sets: Sets, runtime, alphas) -> list[tupl
     if not (run_dir / START).is_file():
         return [(name, measure(model, tokenizer, sets, runtime))]
     trained = {k: v.clone() for k, v in model.state_dict().items()}
-    start = load_checkpoint(run_dir / START)[0].state_dict()
+    start_model = load_checkpoint(run_dir / START)[0]
+    start = start_model.state_dict()
     rows = []
     for alpha in alphas:
         model.load_state_dict(mix(start, trained, alpha))
         rows.append((f"{name}, WiSE alpha {alpha:g}", measure(model, tokenizer, sets, runtime)))
+    model.load_state_dict(trained)
+    for w in ensembles:
+        rows.append((f"{name}, similarity {w:g} fine-tuned + {1 - w:g} start",
+                     measure(Ensemble(model, start_model, w), tokenizer, sets, runtime)))
     return rows
 
 
@@ -200,6 +226,7 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="Train the recipes first (see RECIPES).")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--alphas", default=",".join(map(str, ALPHAS)))
+    parser.add_argument("--ensembles", default="0.5,0.75", help="Weights w of the similarity ensembles ('' for none).")
     parser.add_argument("--fashion-limit", type=int, default=1000, help="Fashion-MNIST test images, spread evenly.")
     parser.add_argument("--no-levers", action="store_true")
     args = parser.parse_args()
@@ -223,9 +250,10 @@ def main() -> None:
         rows += lever_rows(sets, runtime)
     runs = [tuple(r.split("=", 1)) for r in args.run] + (train_runs(tux_dir, args.out, args.seeds) if args.train else [])
     alphas = [float(a) for a in args.alphas.split(",")]
+    ensembles = [float(w) for w in args.ensembles.split(",") if w]
     trained: dict[str, list[dict]] = {}
     for name, run_dir in runs:
-        for label, row in run_rows(name, Path(run_dir), sets, runtime, alphas):
+        for label, row in run_rows(name, Path(run_dir), sets, runtime, alphas, ensembles):
             rows.append((label, row))
             trained.setdefault(label.replace(f" seed {label.split(' seed ')[-1].split(',')[0]}", "") if " seed " in label else label, []).append(row)
     for label, group in trained.items():
