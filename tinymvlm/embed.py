@@ -98,6 +98,11 @@ def image_batches(model: TinyClip, images: ImageSource, count: int, runtime: Run
     it is done. `draft`: JPEGs decode at a reduced scale near the model's input size (faster, and
     slightly different pixels than a full decode)."""
     rt = runtime.resolve()
+    if rt.decodes_on_device:
+        from .gpu_images import device_image_batches
+
+        yield from device_image_batches(model, images, count, rt, draft=draft, keep_going=keep_going, on_images=on_images)
+        return
     device = rt.torch_device
     model.to(device).eval()
     data = _Pixels(images, count, build_transforms(model.data_config, training=False),
