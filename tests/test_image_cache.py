@@ -150,3 +150,28 @@ def test_a_bad_image_is_skipped_as_without_the_cache(tiny_model_config, photo_fo
     run = train(_config(tiny_model_config, photo_folder, tmp_path / "run", epochs=1), Skips())
     assert [s.where for s in skipped] == ["bad.jpg"] and "cannot read image" in skipped[0].reason
     assert len(json.loads((run / image_cache.INDEX).read_text())["layout"]) == len(SIZES)
+
+
+def test_a_cache_that_cannot_be_written_is_a_one_line_error(photo_folder, tmp_path, monkeypatch):
+    import contextlib
+    import errno
+
+    from tinymvlm.errors import TmvError
+
+    @contextlib.contextmanager
+    def full_disk(path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+        yield
+
+    monkeypatch.setattr(image_cache, "atomic_path", full_disk)
+    with pytest.raises(TmvError, match="cannot write the image cache .*No space left on device.*without --image-cache"):
+        image_cache.for_run(load_image_folder(photo_folder), 32, tmp_path, 0, True)
+
+
+def test_an_image_gone_bad_since_the_check_is_named(photo_folder, tmp_path):
+    from tinymvlm.errors import TmvError
+
+    pairs = load_image_folder(photo_folder)
+    (photo_folder / "p3.jpg").write_bytes(b"broken")
+    with pytest.raises(TmvError, match="cannot read image .*p3.jpg for the image cache: cannot identify"):
+        image_cache.for_run(pairs, 32, tmp_path, 0, True)

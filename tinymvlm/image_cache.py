@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .atomic import atomic_path, write_text
 from .data import PairSet
-from .errors import TmvError
+from .errors import TmvError, first_line
 
 SCALE = 2
 DATA, INDEX = "image_cache.u8", "image_cache.json"
@@ -60,7 +60,10 @@ class _Shrunk(Dataset):
         return self.count
 
     def __getitem__(self, i: int):
-        image = self.images.open(i)
+        try:
+            image = self.images.open(i)
+        except Exception as exc:  # changed since the run checked it: name it (and not as a write error)
+            raise TmvError(f"cannot read image {self.images.describe(i)} for the image cache: {first_line(exc)}") from exc
         width, height = image.size
         short = min(width, height)
         if short > self.side:
@@ -133,7 +136,11 @@ def for_run(pairs: PairSet, crop_size: int, folder: Path, workers: int, builds: 
         raise TmvError(f"the image cache {folder / DATA} is missing or stale after rank 0 built it; "
                        "check that every process sees the same run folder")
     notice(f"image cache: decoding {len(pairs)} training images once, shorter side {side} px, into {folder / DATA}")
-    return build(pairs, side, folder, workers, expected)
+    try:
+        return build(pairs, side, folder, workers, expected)
+    except OSError as exc:  # a full disk, most likely: the cache is about 3 x side x 4/3 side bytes an image
+        raise TmvError(f"cannot write the image cache {folder / DATA}: {first_line(exc)}; free some space there "
+                       "or train without --image-cache") from exc
 
 
 def _size_probe(width: int, height: int) -> torch.Tensor:
