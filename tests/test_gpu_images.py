@@ -13,8 +13,8 @@ from PIL import Image
 
 from tinymvlm.checkpoint import load_checkpoint
 from tinymvlm.data import FileImages
-from tinymvlm.embed import image_batches
-from tinymvlm.gpu_images import DeviceSteps, device_decodable, device_image_batches, draft_reduction
+from tinymvlm.embed import ImageBatch, draft_size, image_batches
+from tinymvlm.gpu_images import DeviceSteps, device_batches, device_decodable, draft_reduction
 from tinymvlm.runtime import Runtime
 from tinymvlm.transform import build_transforms, load_image
 
@@ -73,8 +73,8 @@ def builtin_model(builtin_checkpoint):
 
 def both_paths(model, paths: list[Path], draft: bool, runtime: Runtime = RT):
     cpu = list(image_batches(model, FileImages(paths), len(paths), runtime, draft=draft, keep_going=True))
-    dev = list(device_image_batches(model, FileImages(paths), len(paths), runtime, draft=draft, keep_going=True,
-                                    decode_device="cpu"))
+    dev = [ImageBatch(*b) for b in device_batches(model, FileImages(paths), len(paths), runtime,
+                                                  draft_size(model.data_config) if draft else None, True, "cpu")]
     return cpu, dev
 
 
@@ -178,3 +178,26 @@ def test_the_runtime_chooses_the_path(monkeypatch):
     assert not Runtime("cuda", "fp32", device_decode=False).decodes_on_device
     monkeypatch.setenv("TMV_DEVICE_DECODE", "0")
     assert not Runtime("cuda", "fp32").decodes_on_device
+
+
+def test_tmv_index_on_the_device_path_skips_and_embeds_as_on_the_cpu(tiny_checkpoint, photos, tmp_path, monkeypatch):
+    """The whole `Index.add` through image_batches' device branch (decoding on the CPU here)."""
+    from conftest import catalogue
+
+    from tinymvlm.index import Index
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("small.jpg", "odd.jpg", "truncated.jpg", "garbage.jpg", "picture.png", "grey.jpg"):
+        (folder / name).write_bytes(photos[name].read_bytes())
+    reports, vectors = [], []
+    for device_path in (False, True):
+        monkeypatch.setattr(Runtime, "decodes_on_device", property(lambda self: device_path))
+        with Index(tmp_path / f"index{device_path}", checkpoint=tiny_checkpoint, runtime=RT) as index:
+            reports.append(index.add([folder], runtime=RT))
+        vectors.append(catalogue(tmp_path / f"index{device_path}"))
+    cpu, dev = reports
+    assert sorted(dev.failed) == sorted(cpu.failed) and len(cpu.failed) == 2
+    assert dev.embedded == cpu.embedded == 4 and vectors[0].keys() == vectors[1].keys()
+    for label in vectors[0]:
+        assert float(np.dot(vectors[0][label], vectors[1][label])) > 0.999, label

@@ -98,10 +98,14 @@ def image_batches(model: TinyClip, images: ImageSource, count: int, runtime: Run
     it is done. `draft`: JPEGs decode at a reduced scale near the model's input size (faster, and
     slightly different pixels than a full decode)."""
     rt = runtime.resolve()
-    if rt.decodes_on_device:
-        from .gpu_images import device_image_batches
+    if rt.decodes_on_device:  # JPEG files decode on the GPU (gpu_images), in the same batches as below
+        from .gpu_images import device_batches
 
-        yield from device_image_batches(model, images, count, rt, draft=draft, keep_going=keep_going, on_images=on_images)
+        drafting = draft_size(model.data_config) if draft else None
+        for positions, vectors, failures in device_batches(model, images, count, rt, drafting, keep_going):
+            if on_images is not None:
+                on_images(len(positions) + len(failures))
+            yield ImageBatch(positions, vectors, failures)
         return
     device = rt.torch_device
     model.to(device).eval()

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .embed import ImageBatch, ImageSource, OnImages, draft_size
 from .errors import TmvError, first_line
 from .model import TinyClip
 from .runtime import Runtime
@@ -86,8 +85,7 @@ class _Bytes(Dataset):
     """(position, bytes, None, None) for a JPEG the device can decode; else the CPU way:
     (position, None, pixels, None), or (position, None, None, error) with keep_going."""
 
-    def __init__(self, images: ImageSource, count: int, transform, draft: tuple[int, int] | None,
-                 keep_going: bool) -> None:
+    def __init__(self, images, count: int, transform, draft: tuple[int, int] | None, keep_going: bool) -> None:
         self.images, self.count, self.transform, self.draft, self.keep_going = images, count, transform, draft, keep_going
         self.paths = getattr(images, "paths", None)  # files; other sources decode on the CPU
 
@@ -106,7 +104,7 @@ class _Bytes(Dataset):
         return i, None, pixels, error
 
 
-def cpu_pixels(images: ImageSource, i: int, transform, draft, keep_going: bool):
+def cpu_pixels(images, i: int, transform, draft, keep_going: bool):
     """(pixels, None), or (None, reason) for a file that fails with keep_going: `embed`'s CPU decode."""
     try:
         return transform(images.open(i, draft)), None
@@ -139,21 +137,23 @@ def decode_batch(datas: list[torch.Tensor], device: torch.device) -> list[torch.
         return out
 
 
+Batch = tuple[list[int], np.ndarray, list[tuple[int, str]]]  # positions, their vectors, (position, reason) failures
+
+
 @torch.inference_mode()
-def device_image_batches(model: TinyClip, images: ImageSource, count: int, runtime: Runtime, *,
-                         draft: bool = False, keep_going: bool = False, on_images: OnImages | None = None,
-                         decode_device: torch.device | str | None = None) -> Iterator[ImageBatch]:
-    """`embed.image_batches` with JPEGs decoded on `decode_device` (default: the runtime's device):
-    the same batches, positions, failure reasons and, within resizing differences, vectors."""
+def device_batches(model: TinyClip, images, count: int, runtime: Runtime, draft: tuple[int, int] | None,
+                   keep_going: bool, decode_device: torch.device | str | None = None) -> Iterator[Batch]:
+    """The batches of `embed.image_batches` (`images` is any of its sources, `draft` its draft size),
+    with JPEG files decoded on `decode_device` (default: the runtime's device): the same positions
+    and failure reasons and, within resampling differences, the same vectors."""
     rt = runtime.resolve()
     device = rt.torch_device
     decoder = torch.device(decode_device) if decode_device is not None else device
     model.to(device).eval()
     transform = build_transforms(model.data_config, training=False)
     steps = DeviceSteps(transform)
-    drafting = draft_size(model.data_config) if draft else None
     workers = rt.loader_workers(count)
-    loader = DataLoader(_Bytes(images, count, transform, drafting, keep_going), batch_size=rt.batch_size,
+    loader = DataLoader(_Bytes(images, count, transform, draft, keep_going), batch_size=rt.batch_size,
                         num_workers=workers, collate_fn=_collate, pin_memory=device.type == "cuda",
                         prefetch_factor=4 if workers else None)
     for encoded, decoded, failures in loader:
@@ -161,13 +161,13 @@ def device_image_batches(model: TinyClip, images: ImageSource, count: int, runti
         resized = {}
         for (i, _), image in zip(encoded, decode_batch([d for _, d in encoded], decoder)):
             if image is None:  # refused by decode_jpeg: Pillow decides, and names what is wrong
-                cpu, error = cpu_pixels(images, i, transform, drafting, keep_going)
+                cpu, error = cpu_pixels(images, i, transform, draft, keep_going)
                 if error is not None:
                     failures.append((i, error))
                 else:
                     pixels[i] = cpu.to(device)
                 continue
-            reduction = draft_reduction(image.shape[2], image.shape[1], drafting) if drafting else 1
+            reduction = draft_reduction(image.shape[2], image.shape[1], draft) if draft else 1
             resized[i] = steps.image(image, reduction)
         if resized:
             normalised = steps.batch(torch.stack(list(resized.values()))).to(device)
@@ -178,6 +178,4 @@ def device_image_batches(model: TinyClip, images: ImageSource, count: int, runti
             batch = torch.stack([pixels[i] for i in positions]).contiguous(memory_format=torch.channels_last)
             with rt.autocast():
                 vectors = model.encode_image(batch).float().cpu().numpy()
-        if on_images is not None:
-            on_images(len(positions) + len(failures))
-        yield ImageBatch(positions, vectors, sorted(failures))
+        yield positions, vectors, sorted(failures)
