@@ -255,7 +255,8 @@ def train_epoch(state: TrainState, epoch: int) -> dict:
     state.sampler.set_epoch(epoch)
     loader = DataLoader(state.dataset, batch_size=cfg.batch_size, sampler=state.sampler, drop_last=state.drop_last,
                         num_workers=0 if state.cached else cfg.workers, collate_fn=state.collate,
-                        persistent_workers=False, generator=torch.Generator().manual_seed(seed))
+                        pin_memory=device.type == "cuda", persistent_workers=False,
+                        generator=torch.Generator().manual_seed(seed))
     trainable = [p for p in model.parameters() if p.requires_grad]
     epoch_loss, epoch_pairs, started = 0.0, 0, time.perf_counter()
     micro = 0
@@ -268,7 +269,8 @@ def train_epoch(state: TrainState, epoch: int) -> dict:
         local_only = world > 1 and micro < cfg.accum_steps
         with state.net.no_sync() if local_only else contextlib.nullcontext():
             with state.runtime.autocast():
-                image_emb, text_emb, scale = state.net(images.to(device), ids.to(device), mask.to(device))
+                image_emb, text_emb, scale = state.net(images.to(device, non_blocking=True), ids.to(device),
+                                                       mask.to(device))
                 loss = global_contrastive_loss(image_emb, text_emb, scale, cfg.local_loss)
             (loss / cfg.accum_steps).backward()
         step_loss += loss.item() / cfg.accum_steps
