@@ -120,6 +120,19 @@ def test_one_step_on_two_processes_equals_one_process_with_the_global_batch(mode
     assert sum(line.startswith("done:") for line in lines) == 1
 
 
+def test_two_processes_share_one_image_cache(model_config, tmp_path):
+    """Rank 0 builds the run's --image-cache while the other waits, then both crop from it: the
+    losses of one plain process (images under the cache's side are cached unshrunk, so the same pixels)."""
+    data = noise_images(tmp_path / "noise")
+    single = train(_config(model_config, data, tmp_path / "single", epochs=1, batch_size=8))
+    result = _run(["-m", "tinymvlm.cli", "train", *_flags(model_config, data, tmp_path / "ddp", epochs=1,
+                                                          batch_size=4, nproc=2, image_cache=True)])
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "ddp" / "image_cache.u8").is_file()
+    assert sum("image cache: decoding 8 training images" in line for line in result.stderr.splitlines()) == 1
+    assert _step_losses(tmp_path / "ddp") == pytest.approx(_step_losses(single), abs=1e-6)
+
+
 def _two_colour_images(folder: Path) -> None:
     """Eight more images, two colours side by side, so a dataset of 16 takes several batches."""
     from PIL import Image

@@ -103,6 +103,10 @@ class TrainConfig:
     lock_text_unlocked: int = option(0, "Last text layers left trainable when locked.")
     cache_image_features: bool = option(True, "With a fully locked image tower, compute its features once per augmented view.")
     image_views: int = option(8, "Views cached per image: the plain evaluation view plus augmented ones.")
+    image_cache: bool = option(
+        False, "With the image tower training: decode each training image once into a pre-resized uint8 cache in "
+               "the run folder (shorter side twice the training crop size), so later epochs and resumes decode "
+               "no full-size file; the same crops, resampled from the smaller copy.")
     train_image_size: int | None = option(
         None, "Train on random crops of this square size (convolutional towers), still evaluating and embedding "
               "at the tower's own size: fewer pixels, faster steps, less memory.")

@@ -98,6 +98,15 @@ def image_batches(model: TinyClip, images: ImageSource, count: int, runtime: Run
     it is done. `draft`: JPEGs decode at a reduced scale near the model's input size (faster, and
     slightly different pixels than a full decode)."""
     rt = runtime.resolve()
+    if rt.decodes_on_device:  # JPEG files decode on the GPU (gpu_images), in the same batches as below
+        from .gpu_images import device_batches
+
+        drafting = draft_size(model.data_config) if draft else None
+        for positions, vectors, failures in device_batches(model, images, count, rt, drafting, keep_going):
+            if on_images is not None:
+                on_images(len(positions) + len(failures))
+            yield ImageBatch(positions, vectors, failures)
+        return
     device = rt.torch_device
     model.to(device).eval()
     data = _Pixels(images, count, build_transforms(model.data_config, training=False),

@@ -9,6 +9,9 @@ fp32 ones by about 1e-3 in cosine. A single query is the one exception: `auto` i
 batch of one gains nothing from bf16 and stays exact. `auto` workers (None) are this machine's cores
 shared among its torchrun processes, at most 8, and none for a job of one batch (starting workers costs
 more than they save).
+
+On CUDA, JPEG files decode and resize on the GPU (`gpu_images`): the CPU only reads their bytes.
+`device_decode=False`, or TMV_DEVICE_DECODE=0 in the environment, keeps every decode on the CPU.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class Runtime:
     batch_size: int = 64
     workers: int | None = None  # DataLoader processes decoding images; None: auto (module docstring)
     threads: int | None = None  # FAISS (OpenMP) search threads; None: FAISS's default, one per core
+    device_decode: bool = field(default_factory=lambda: os.environ.get("TMV_DEVICE_DECODE", "1") != "0")
     resolved: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -108,6 +112,11 @@ class Runtime:
         import torch
 
         return torch.device(self.resolve().device)
+
+    @property
+    def decodes_on_device(self) -> bool:
+        """JPEGs decode on the accelerator (module docstring)."""
+        return self.device_decode and self.torch_device.type == "cuda"
 
     def autocast(self):
         resolved = self.resolve()

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from . import distributed, freeze, run, wiseft
+from . import distributed, freeze, image_cache, run, wiseft
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import PairSet
@@ -198,7 +198,8 @@ def setup(cfg: TrainConfig, reporter: Reporter | None, info: Dist, device: torch
     val_features = None
     if cached:
         # Every rank computes every view with the same seed, so all hold the same cache.
-        reporter.notice(f"caching locked image-tower features: {cfg.image_views} view(s) (one un-augmented) of {len(train_pairs)} images")
+        reporter.notice(f"caching locked image-tower features: {cfg.image_views} view(s) (one un-augmented) of {len(train_pairs)} images"
+                        + (" (so no --image-cache: it is for runs that train the image tower)" if cfg.image_cache else ""))
         eval_tf = build_transforms(model.data_config, training=False)
         feats = image_features(model, train_pairs, train_tf, cfg.image_views, cfg.batch_size * 2, cfg.workers,
                                runtime.precision, device, cfg.seed, clean=eval_tf)
@@ -206,6 +207,14 @@ def setup(cfg: TrainConfig, reporter: Reporter | None, info: Dist, device: torch
         if val_pairs is not None and main:
             val_features = image_features(model, val_pairs, eval_tf, 1, cfg.batch_size * 2, cfg.workers,
                                           runtime.precision, device)[:, 0]
+    elif cfg.image_cache:
+        crop = train_data_config(model, cfg.train_image_size)["input_size"][-1]
+        if main:
+            cache = image_cache.for_run(train_pairs, crop, run_dir, cfg.workers, True, reporter.notice)
+        distributed.barrier()
+        if not main:
+            cache = image_cache.for_run(train_pairs, crop, run_dir, cfg.workers, False)
+        dataset = PairDataset(train_pairs, image_cache.CachedCrop(train_tf), tokens, cache)
     else:
         dataset = PairDataset(train_pairs, train_tf, tokens)
     collate = Collate(tokenizer.pad_token_id or 0, model.config.context_length if cfg.pad_to_max else None)
@@ -246,7 +255,8 @@ def train_epoch(state: TrainState, epoch: int) -> dict:
     state.sampler.set_epoch(epoch)
     loader = DataLoader(state.dataset, batch_size=cfg.batch_size, sampler=state.sampler, drop_last=state.drop_last,
                         num_workers=0 if state.cached else cfg.workers, collate_fn=state.collate,
-                        persistent_workers=False, generator=torch.Generator().manual_seed(seed))
+                        pin_memory=device.type == "cuda", persistent_workers=False,
+                        generator=torch.Generator().manual_seed(seed))
     trainable = [p for p in model.parameters() if p.requires_grad]
     epoch_loss, epoch_pairs, started = 0.0, 0, time.perf_counter()
     micro = 0
@@ -259,7 +269,8 @@ def train_epoch(state: TrainState, epoch: int) -> dict:
         local_only = world > 1 and micro < cfg.accum_steps
         with state.net.no_sync() if local_only else contextlib.nullcontext():
             with state.runtime.autocast():
-                image_emb, text_emb, scale = state.net(images.to(device), ids.to(device), mask.to(device))
+                image_emb, text_emb, scale = state.net(images.to(device, non_blocking=True), ids.to(device),
+                                                       mask.to(device))
                 loss = global_contrastive_loss(image_emb, text_emb, scale, cfg.local_loss)
             (loss / cfg.accum_steps).backward()
         step_loss += loss.item() / cfg.accum_steps

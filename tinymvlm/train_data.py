@@ -32,10 +32,12 @@ def augment(transform, image, key: list[int]) -> torch.Tensor:
 
 class PairDataset(Dataset):
     """One item per image: its pixels, augmented as seeded by (seed, epoch, image), and one of its
-    captions, pre-tokenised, chosen per epoch."""
+    captions, pre-tokenised, chosen per epoch. `images` is where pixels come from, when not the pairs'
+    own files (an `image_cache.ImageCache`, with a transform that takes what it opens)."""
 
-    def __init__(self, pairs: PairSet, transform, token_ids: list[list[list[int]]]) -> None:
+    def __init__(self, pairs: PairSet, transform, token_ids: list[list[list[int]]], images=None) -> None:
         self.pairs, self.transform, self.token_ids = pairs, transform, token_ids
+        self.images = pairs.images if images is None else images
         self.choice = [0] * len(pairs)
         self.key = [0, 0]
 
@@ -48,7 +50,7 @@ class PairDataset(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, i: int):
-        return augment(self.transform, self.pairs.images.open(i), [*self.key, i]), self.token_ids[i][self.choice[i]]
+        return augment(self.transform, self.images.open(i), [*self.key, i]), self.token_ids[i][self.choice[i]]
 
 
 class FeatureDataset(Dataset):
