@@ -20,7 +20,7 @@ from .errors import TmvError, first_line
 from .model import TinyClip
 from .runtime import Runtime
 from .tokenizer import tokenize
-from .transform import build_transforms
+from .transform import EvalTransform
 
 TEXT_BATCH = 256  # captions are cheap: at least this many a batch, whatever the image batch size
 OnImages = Callable[[int], None]
@@ -100,20 +100,21 @@ def image_batches(model: TinyClip, images: ImageSource, count: int, runtime: Run
     rt = runtime.resolve()
     device = rt.torch_device
     model.to(device).eval()
-    data = _Pixels(images, count, build_transforms(model.data_config, training=False),
-                   draft_size(model.data_config) if draft else None, keep_going)
+    transform = EvalTransform(model.data_config)
+    data = _Pixels(images, count, transform, draft_size(model.data_config) if draft else None, keep_going)
     workers = rt.loader_workers(count)
     loader = DataLoader(data, batch_size=rt.batch_size, num_workers=workers, collate_fn=_collate,
                         pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
-    for positions, pixels, failures in loader:
-        vectors = np.empty((0, model.embed_dim), np.float32)
-        if pixels is not None:
-            pixels = pixels.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            with rt.autocast():
-                vectors = model.encode_image(pixels).float().cpu().numpy()
-        if on_images is not None:
-            on_images(len(positions) + len(failures))
-        yield ImageBatch(positions, vectors, failures)
+    with rt.model_threads(workers):
+        for positions, pixels, failures in loader:
+            vectors = np.empty((0, model.embed_dim), np.float32)
+            if pixels is not None:
+                pixels = transform.normalise(pixels.to(device, non_blocking=True))
+                with rt.autocast():
+                    vectors = model.encode_image(pixels.contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
+            if on_images is not None:
+                on_images(len(positions) + len(failures))
+            yield ImageBatch(positions, vectors, failures)
 
 
 def embed_images(model: TinyClip, images: ImageSource, count: int, runtime: Runtime,

@@ -67,6 +67,7 @@ class Runtime:
     batch_size: int = 64
     workers: int | None = None  # DataLoader processes decoding images; None: auto (module docstring)
     threads: int | None = None  # FAISS (OpenMP) search threads; None: FAISS's default, one per core
+    model_threads_cpu: int | None = None  # torch threads of a CPU forward pass beside decoding workers; None: auto
     resolved: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -119,11 +120,31 @@ class Runtime:
             return self.workers
         if items <= self.batch_size:
             return 0
+        return max(1, min(MAX_WORKERS, self.cpu_cores()))
+
+    def cpu_cores(self) -> int:
+        """This process's share of the machine's cores (torchrun's processes split them)."""
         try:
             local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
         except ValueError as exc:
             raise TmvError(f"LOCAL_WORLD_SIZE from the launcher is not a whole number: {exc}") from exc
-        return max(1, min(MAX_WORKERS, (os.cpu_count() or 1) // local))
+        return max(1, (os.cpu_count() or 1) // local)
+
+    @contextlib.contextmanager
+    def model_threads(self, workers: int):
+        """torch's intra-op threads while a CPU model runs beside `workers` decoding processes (the
+        module docstring's rule); the caller's setting is restored after."""
+        import torch
+
+        if self.torch_device.type != "cpu":
+            yield
+            return
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.model_threads_cpu or self.cpu_cores())
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def apply_threads(self) -> None:
         """Set FAISS's search threads, when this runtime names a number (process-wide, as OpenMP is)."""
