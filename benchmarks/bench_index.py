@@ -101,15 +101,15 @@ class Lever:
 
 def levers(cores: int, batch_size: int) -> list[Lever]:
     return [
-        Lever(f"before: timm transform, {cores} workers, {cores} torch threads", cores, cores, split_transform=False),
-        Lever("1 worker, all torch threads", 1, cores, split_transform=False),
-        Lever("1 worker, torch threads = cores - 1", 1, max(1, cores - 1), split_transform=False),
+        Lever(f"before: timm transform, {cores} worker processes, {cores} torch threads", cores, cores,
+              split_transform=False),
         Lever(f"crop-region uint8 transform, {cores} workers, {cores} threads", cores, cores),
         Lever("crop-region uint8 transform, 1 worker, all threads", 1, cores),
         Lever("crop-region uint8 transform, 1 worker, cores - 1 threads", 1, max(1, cores - 1)),
-        Lever(f"batch {batch_size // 2} (auto workers and threads)", batch_size=batch_size // 2),
-        Lever(f"batch {batch_size * 2} (auto workers and threads)", batch_size=batch_size * 2),
-        Lever("auto: what `tmv index` does"),
+        Lever("timm transform, decode threads between forward passes", split_transform=False),
+        Lever(f"batch {batch_size // 2}, decode threads between forward passes", batch_size=batch_size // 2),
+        Lever(f"batch {batch_size * 2}, decode threads between forward passes", batch_size=batch_size * 2),
+        Lever("auto (`tmv index`): uint8 transform, decode threads between forward passes"),
     ]
 
 
@@ -192,7 +192,6 @@ def main() -> None:
     chosen = levers(cores, args.batch_size)
     if args.only:
         chosen = [chosen[int(i) - 1] for i in args.only.split(",")]
-    auto_workers = base.loader_workers(len(paths))
     reference: dict[str, np.ndarray] | None = None
     print(f"\n| lever | forward img/s | index img/s | ratio | min cosine | end to end s | load | kept |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -205,20 +204,10 @@ def main() -> None:
         if reference is None:
             reference = vectors
         cosine = min(float(np.dot(vectors[k], reference[k])) for k in reference)
-        workers = runtime.loader_workers(len(paths))
-        with runtime.model_threads(workers):
-            threads = torch.get_num_threads()
-        kept = (lever.split_transform and workers == auto_workers and runtime.batch_size == base.batch_size
-                and threads == _auto_threads(base, auto_workers))
+        kept = lever.split_transform and lever.workers is None and lever.model_threads is None and \
+            runtime.batch_size == base.batch_size
         print(f"| {lever.name} | {forward:.1f} | {rate:.1f} | {rate / forward:.2f} | {cosine:.5f} | {wall:.1f} | "
               f"{os.getloadavg()[0]:.2f} | {'yes' if kept else 'no'} |", flush=True)
-
-
-def _auto_threads(runtime, workers: int) -> int:
-    import torch
-
-    with runtime.model_threads(workers):
-        return torch.get_num_threads()
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 that evaluation, zero-shot classification, indexing and search queries all embed images with.
 
 Images come from any source with `open(i, draft_size)` (files, dataset rows, arrays) and are decoded
-in DataLoader workers. A source that may hold bad files is embedded with `keep_going`: an image that
+in threads between forward passes on a CPU, else in DataLoader workers (`Runtime.decode_threads`). A source that may hold bad files is embedded with `keep_going`: an image that
 fails to decode is reported with its position and reason, and its batch goes on without it.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol, Sequence
 
@@ -102,11 +103,8 @@ def image_batches(model: TinyClip, images: ImageSource, count: int, runtime: Run
     model.to(device).eval()
     transform = EvalTransform(model.data_config)
     data = _Pixels(images, count, transform, draft_size(model.data_config) if draft else None, keep_going)
-    workers = rt.loader_workers(count)
-    loader = DataLoader(data, batch_size=rt.batch_size, num_workers=workers, collate_fn=_collate,
-                        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
-    with rt.model_threads(workers):
-        for positions, pixels, failures in loader:
+    with rt.model_threads():
+        for positions, pixels, failures in _pixel_batches(data, rt, count):
             vectors = np.empty((0, model.embed_dim), np.float32)
             if pixels is not None:
                 pixels = transform.normalise(pixels.to(device, non_blocking=True))
@@ -115,6 +113,21 @@ def image_batches(model: TinyClip, images: ImageSource, count: int, runtime: Run
             if on_images is not None:
                 on_images(len(positions) + len(failures))
             yield ImageBatch(positions, vectors, failures)
+
+
+def _pixel_batches(data: _Pixels, rt: Runtime, count: int) -> Iterator[tuple]:
+    """Collated batches, decoded either by threads of this process between forward passes (so decoding
+    and the model take turns on all the cores instead of fighting over them: Pillow releases the GIL
+    while it decodes and resizes) or by DataLoader worker processes (`Runtime.decode_threads`)."""
+    threads = rt.decode_threads(count)
+    if threads:
+        with ThreadPoolExecutor(threads) as pool:
+            for start in range(0, count, rt.batch_size):
+                yield _collate(list(pool.map(data.__getitem__, range(start, min(count, start + rt.batch_size)))))
+        return
+    workers = rt.loader_workers(count)
+    yield from DataLoader(data, batch_size=rt.batch_size, num_workers=workers, collate_fn=_collate,
+                          pin_memory=rt.torch_device.type == "cuda", prefetch_factor=4 if workers else None)
 
 
 def embed_images(model: TinyClip, images: ImageSource, count: int, runtime: Runtime,

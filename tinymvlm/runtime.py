@@ -6,9 +6,11 @@ cuda:LOCAL_RANK. `auto` precision is bf16 where the hardware runs it natively (C
 with AVX512-BF16 or AMX; efficientnet_lite0 embeds 1.4x faster in bf16 on such a 2-core machine, see
 benchmarks/bench_index.py), else fp32: emulated bf16 is slower than fp32. bf16 embeddings differ from
 fp32 ones by about 1e-3 in cosine. A single query is the one exception: `auto` is fp32 there, since a
-batch of one gains nothing from bf16 and stays exact. `auto` workers (None) are this machine's cores
-shared among its torchrun processes, at most 8, and none for a job of one batch (starting workers costs
-more than they save).
+batch of one gains nothing from bf16 and stays exact. `auto` workers (None) on a GPU are this
+machine's cores shared among its torchrun processes, at most 8, and none for a job of one batch
+(starting workers costs more than they save). On a CPU, `auto` decodes each batch in threads of this
+process on all its cores, then the model runs on all of them (torch threads: `model_threads_cpu`):
+worker processes beside the model would preempt its threads mid-layer (see benchmarks/bench_index.py).
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class Runtime:
     batch_size: int = 64
     workers: int | None = None  # DataLoader processes decoding images; None: auto (module docstring)
     threads: int | None = None  # FAISS (OpenMP) search threads; None: FAISS's default, one per core
-    model_threads_cpu: int | None = None  # torch threads of a CPU forward pass beside decoding workers; None: auto
+    model_threads_cpu: int | None = None  # torch threads of a CPU model; None: this process's cores
     resolved: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -114,11 +116,20 @@ class Runtime:
         resolved = self.resolve()
         return autocast(resolved.device, resolved.precision)
 
+    def decode_threads(self, items: int) -> int:
+        """Threads decoding each batch in this process, between forward passes: a CPU model with auto
+        workers, more than one batch. Decoding and the model then take turns on all the cores, each
+        using every core, instead of worker processes preempting the model's threads mid-layer. 0:
+        DataLoader workers decode (`loader_workers`)."""
+        if self.workers is not None or items <= self.batch_size or self.torch_device.type != "cpu":
+            return 0
+        return self.cpu_cores()
+
     def loader_workers(self, items: int) -> int:
         """Decoding processes for a job of `items` images (the `auto` rule in the module docstring)."""
         if self.workers is not None:
             return self.workers
-        if items <= self.batch_size:
+        if items <= self.batch_size or self.decode_threads(items):
             return 0
         return max(1, min(MAX_WORKERS, self.cpu_cores()))
 
@@ -131,9 +142,9 @@ class Runtime:
         return max(1, (os.cpu_count() or 1) // local)
 
     @contextlib.contextmanager
-    def model_threads(self, workers: int):
-        """torch's intra-op threads while a CPU model runs beside `workers` decoding processes (the
-        module docstring's rule); the caller's setting is restored after."""
+    def model_threads(self):
+        """torch's intra-op threads while a CPU model embeds: `model_threads_cpu`, by default this
+        process's share of the cores; the caller's setting is restored after."""
         import torch
 
         if self.torch_device.type != "cpu":
