@@ -1,16 +1,17 @@
-"""Indexing throughput on real-size JPEGs, beside the image tower's pure forward throughput.
+"""Indexing throughput on real-size JPEGs, lever by lever, beside the image tower's pure forward rate.
 
-    python benchmarks/bench_index.py --checkpoint builtin [--n 400] [--size 2000x1500] [--only 1,9]
+    python benchmarks/bench_index.py --checkpoint builtin [--n 400] [--size 2000x1500] [--only 1,8]
 
 Generates `--n` photo-like JPEGs (smooth gradients, shapes and sensor-like noise, so they compress like
-photos: a few hundred KB each) once into --images (reused later), then in one process measures:
+photos: several hundred KB each) once into --images (reused later), then in one process measures
+decoding and hashing on one core, and for each lever (a configuration of the embedding pipeline):
 
-1. forward only: the image tower on ready pixel tensors, same batch size and precision (no decoding);
-2. decoding only: one image at a time, with and without JPEG draft mode (what draft mode saves);
-3. `Index.add` on the folder into a fresh index: scan, hash, decode in DataLoader workers, embed,
-   commit, FAISS; both the embedding-phase images/s and the end-to-end wall time.
+1. forward only: the image tower on ready pixel tensors, same batch size and precision, all cores;
+2. `Index.add` of the folder into a fresh index: its embedding-phase images/s (what `tmv index`
+   reports), CPU time per image, the end-to-end wall time (scan, hashing, FAISS), and the smallest
+   cosine of any image's vector against the first lever's ("before": today's pipeline until now).
 
-The ratio forward/indexing shows the decoding and bookkeeping overhead. A script, not a timed test.
+Ratio = indexing / forward images/s, measured back to back. A script, not a timed test.
 """
 
 from __future__ import annotations
@@ -50,7 +51,16 @@ def make_jpegs(folder: Path, n: int, size: tuple[int, int], seed: int = 0) -> No
         Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(folder / f"photo_{i:05d}.jpg", quality=90)
 
 
-def forward_throughput(model, batch_size: int, precision: str, seconds: float = 20.0) -> float:
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (DataLoader workers), all cores together."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def forward_throughput(model, batch_size: int, precision: str, seconds: float = 20.0) -> tuple[float, float]:
+    """(images/s, CPU ms per image)."""
     import torch
 
     from tinymvlm.runtime import autocast
@@ -61,13 +71,13 @@ def forward_throughput(model, batch_size: int, precision: str, seconds: float = 
     with torch.inference_mode():
         for step in range(10_000):
             if step == 1:
-                start, done = time.perf_counter(), 0  # the first batch warms up
+                start, done, cpu = time.perf_counter(), 0, cpu_seconds()  # the first batch warms up
             with autocast("cpu", precision):
                 model.encode_image(pixels)
             done += batch_size
             if start is not None and time.perf_counter() - start > seconds:
                 break
-    return done / (time.perf_counter() - start)
+    return done / (time.perf_counter() - start), (cpu_seconds() - cpu) / done * 1e3
 
 
 def decode_throughput(paths: list[Path], draft: tuple[int, int] | None) -> float:
@@ -113,11 +123,20 @@ def levers(cores: int, batch_size: int) -> list[Lever]:
     ]
 
 
-def index_once(folder: Path, checkpoint: Path, runtime, lever: Lever) -> tuple[float, float, dict[str, np.ndarray]]:
-    """(embedding images/s, end-to-end wall s, {path: vector}) of `Index.add` into a fresh index."""
+def index_once(folder: Path, checkpoint: Path, runtime, lever: Lever) -> tuple[float, float, float, dict[str, np.ndarray]]:
+    """(embedding images/s, embedding CPU ms per image, end-to-end wall s, {path: vector}) of `Index.add`
+    into a fresh index."""
     import tinymvlm.embed as embed
     from tinymvlm.index import Index
+    from tinymvlm.index.indexer import Progress
     from tinymvlm.transform import EvalTransform
+
+    class EmbeddingCpu(Progress):  # CPU time of the embedding phase alone
+        def embedding(self, total: int, what: str) -> None:
+            self.start, self.total = cpu_seconds(), total
+
+        def finished_embedding(self) -> None:
+            self.ms = (cpu_seconds() - self.start) / self.total * 1e3
 
     class WholeTransform(EvalTransform):  # the transform before the split, for the lever table only
         def __init__(self, data_config: dict) -> None:
@@ -130,13 +149,14 @@ def index_once(folder: Path, checkpoint: Path, runtime, lever: Lever) -> tuple[f
         embed.EvalTransform = EvalTransform if lever.split_transform else WholeTransform
         with Index(store, checkpoint=checkpoint) as idx:
             start = time.perf_counter()
-            report = idx.add([folder], runtime=runtime)
+            cpu = EmbeddingCpu()
+            report = idx.add([folder], runtime=runtime, progress=cpu)
             wall = time.perf_counter() - start
             catalog = idx.searcher().catalog
             ids = catalog.ids("images")
             labels = catalog.labels("images", ids)
             vectors = catalog.vectors("images", ids, idx.searcher().manifest["embed_dim"])
-        return report.images_per_s, wall, {Path(labels[i]).name: v for i, v in zip(ids, vectors)}
+        return report.images_per_s, cpu.ms, wall, {Path(labels[i]).name: v for i, v in zip(ids, vectors)}
     finally:
         embed.EvalTransform = saved
         shutil.rmtree(store, ignore_errors=True)
@@ -193,20 +213,24 @@ def main() -> None:
     if args.only:
         chosen = [chosen[int(i) - 1] for i in args.only.split(",")]
     reference: dict[str, np.ndarray] | None = None
-    print(f"\n| lever | forward img/s | index img/s | ratio | min cosine | end to end s | load | kept |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\nCPU ms/img: CPU time per image, all cores together; CPU ratio = forward's / indexing's, the ratio\n"
+          "idle cores would show if both kept every core busy (wall-clock rates move with other jobs' load).")
+    print("\n| lever | forward img/s | index img/s | ratio | forward CPU ms/img | index CPU ms/img | CPU ratio "
+          "| min cosine | end to end s | load | kept |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for lever in chosen:
         runtime = replace(base, workers=lever.workers, model_threads_cpu=lever.model_threads,
                           batch_size=lever.batch_size or base.batch_size)
         torch.set_num_threads(cores)
-        forward = forward_throughput(model, runtime.batch_size, base.precision, args.forward_seconds)
-        rate, wall, vectors = index_once(folder, checkpoint, runtime, lever)
+        forward, forward_ms = forward_throughput(model, runtime.batch_size, base.precision, args.forward_seconds)
+        rate, index_ms, wall, vectors = index_once(folder, checkpoint, runtime, lever)
         if reference is None:
             reference = vectors
         cosine = min(float(np.dot(vectors[k], reference[k])) for k in reference)
         kept = lever.split_transform and lever.workers is None and lever.model_threads is None and \
             runtime.batch_size == base.batch_size
-        print(f"| {lever.name} | {forward:.1f} | {rate:.1f} | {rate / forward:.2f} | {cosine:.5f} | {wall:.1f} | "
+        print(f"| {lever.name} | {forward:.1f} | {rate:.1f} | {rate / forward:.2f} | {forward_ms:.1f} | {index_ms:.1f} | "
+              f"{forward_ms / index_ms:.2f} | {cosine:.5f} | {wall:.1f} | "
               f"{os.getloadavg()[0]:.2f} | {'yes' if kept else 'no'} |", flush=True)
 
 
