@@ -128,14 +128,15 @@ class EvalTransform:
 
 class Preprocess:
     """The public `preprocess` (tinymvlm.load): any PIL image -> the model's input tensor, decoded by
-    `to_rgb` exactly as `tmv index` decodes a file, so an image embeds the same either way."""
+    `to_rgb` and transformed by `EvalTransform` exactly as `tmv index` does, so an image embeds the
+    same either way."""
 
     def __init__(self, data_config: dict) -> None:
-        self.transform = build_transforms(data_config, training=False)
+        self.transform = EvalTransform(data_config)
 
     def __call__(self, image: Image.Image) -> "torch.Tensor":
-        return self.transform(to_rgb(image))
+        return self.transform.normalise(self.transform(to_rgb(image))[None])[0]
 
     def __repr__(self) -> str:
-        return f"Preprocess(to_rgb, {self.transform!r})"
+        return f"Preprocess(to_rgb, {self.transform.timm!r})"
 
