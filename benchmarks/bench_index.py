@@ -1,16 +1,17 @@
-"""Indexing throughput on real-size JPEGs, beside the image tower's pure forward throughput.
+"""Indexing throughput on real-size JPEGs, lever by lever, beside the image tower's pure forward rate.
 
-    python benchmarks/bench_index.py --checkpoint /tmp/run1 [--n 1000] [--size 2000x1500]
+    python benchmarks/bench_index.py --checkpoint builtin [--n 400] [--size 2000x1500] [--only 1,8]
 
 Generates `--n` photo-like JPEGs (smooth gradients, shapes and sensor-like noise, so they compress like
-photos: a few hundred KB each) once into --images (reused later), then in one process measures:
+photos: several hundred KB each) once into --images (reused later), then in one process measures
+decoding and hashing on one core, and for each lever (a configuration of the embedding pipeline):
 
-1. forward only: the image tower on ready pixel tensors, same batch size and precision (no decoding);
-2. decoding only: one image at a time, with and without JPEG draft mode (what draft mode saves);
-3. `Index.add` on the folder into a fresh index: scan, hash, decode in DataLoader workers, embed,
-   commit, FAISS; both the embedding-phase images/s and the end-to-end wall time.
+1. forward only: the image tower on ready pixel tensors, same batch size and precision, all cores;
+2. `Index.add` of the folder into a fresh index: its embedding-phase images/s (what `tmv index`
+   reports), CPU time per image, the end-to-end wall time (scan, hashing, FAISS), and the smallest
+   cosine of any image's vector against the first lever's ("before": today's pipeline until now).
 
-The ratio forward/indexing shows the decoding and bookkeeping overhead. A script, not a timed test.
+Ratio = indexing / forward images/s, measured back to back. A script, not a timed test.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +51,16 @@ def make_jpegs(folder: Path, n: int, size: tuple[int, int], seed: int = 0) -> No
         Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(folder / f"photo_{i:05d}.jpg", quality=90)
 
 
-def forward_throughput(model, batch_size: int, precision: str, seconds: float = 20.0) -> float:
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (DataLoader workers), all cores together."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def forward_throughput(model, batch_size: int, precision: str, seconds: float = 20.0) -> tuple[float, float]:
+    """(images/s, CPU ms per image)."""
     import torch
 
     from tinymvlm.runtime import autocast
@@ -60,13 +71,13 @@ def forward_throughput(model, batch_size: int, precision: str, seconds: float = 
     with torch.inference_mode():
         for step in range(10_000):
             if step == 1:
-                start, done = time.perf_counter(), 0  # the first batch warms up
+                start, done, cpu = time.perf_counter(), 0, cpu_seconds()  # the first batch warms up
             with autocast("cpu", precision):
                 model.encode_image(pixels)
             done += batch_size
             if start is not None and time.perf_counter() - start > seconds:
                 break
-    return done / (time.perf_counter() - start)
+    return done / (time.perf_counter() - start), (cpu_seconds() - cpu) / done * 1e3
 
 
 def decode_throughput(paths: list[Path], draft: tuple[int, int] | None) -> float:
@@ -78,24 +89,97 @@ def decode_throughput(paths: list[Path], draft: tuple[int, int] | None) -> float
     return len(paths) / (time.perf_counter() - start)
 
 
+def hash_throughput(paths: list[Path]) -> float:
+    from tinymvlm.index.scan import file_hash
+
+    start = time.perf_counter()
+    for path in paths:
+        file_hash(str(path))
+    return len(paths) / (time.perf_counter() - start)
+
+
+@dataclass
+class Lever:
+    """One configuration of `tmv index`'s embedding pipeline; None settings are the runtime's auto."""
+
+    name: str
+    workers: int | None = None
+    model_threads: int | None = None
+    batch_size: int | None = None
+    split_transform: bool = True  # EvalTransform's uint8 crop-region resize; False: timm's whole transform
+
+
+def levers(cores: int, batch_size: int) -> list[Lever]:
+    return [
+        Lever(f"before: timm transform, {cores} worker processes, {cores} torch threads", cores, cores,
+              split_transform=False),
+        Lever(f"crop-region uint8 transform, {cores} workers, {cores} threads", cores, cores),
+        Lever("crop-region uint8 transform, 1 worker, all threads", 1, cores),
+        Lever("crop-region uint8 transform, 1 worker, cores - 1 threads", 1, max(1, cores - 1)),
+        Lever("timm transform, decode threads between forward passes", split_transform=False),
+        Lever(f"batch {batch_size // 2}, decode threads between forward passes", batch_size=batch_size // 2),
+        Lever(f"batch {batch_size * 2}, decode threads between forward passes", batch_size=batch_size * 2),
+        Lever("auto (`tmv index`): uint8 transform, decode threads between forward passes"),
+    ]
+
+
+def index_once(folder: Path, checkpoint: Path, runtime, lever: Lever) -> tuple[float, float, float, dict[str, np.ndarray]]:
+    """(embedding images/s, embedding CPU ms per image, end-to-end wall s, {path: vector}) of `Index.add`
+    into a fresh index."""
+    import tinymvlm.embed as embed
+    from tinymvlm.index import Index
+    from tinymvlm.index.indexer import Progress
+    from tinymvlm.transform import EvalTransform
+
+    class EmbeddingCpu(Progress):  # CPU time of the embedding phase alone
+        def embedding(self, total: int, what: str) -> None:
+            self.start, self.total = cpu_seconds(), total
+
+        def finished_embedding(self) -> None:
+            self.ms = (cpu_seconds() - self.start) / self.total * 1e3
+
+    class WholeTransform(EvalTransform):  # the transform before the split, for the lever table only
+        def __init__(self, data_config: dict) -> None:
+            super().__init__(data_config)
+            self.split = False
+
+    store = Path(tempfile.mkdtemp(prefix="tmv-bench-index-"))
+    saved = embed.EvalTransform
+    try:
+        embed.EvalTransform = EvalTransform if lever.split_transform else WholeTransform
+        with Index(store, checkpoint=checkpoint) as idx:
+            start = time.perf_counter()
+            cpu = EmbeddingCpu()
+            report = idx.add([folder], runtime=runtime, progress=cpu)
+            wall = time.perf_counter() - start
+            catalog = idx.searcher().catalog
+            ids = catalog.ids("images")
+            labels = catalog.labels("images", ids)
+            vectors = catalog.vectors("images", ids, idx.searcher().manifest["embed_dim"])
+        return report.images_per_s, cpu.ms, wall, {Path(labels[i]).name: v for i, v in zip(ids, vectors)}
+    finally:
+        embed.EvalTransform = saved
+        shutil.rmtree(store, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="checkpoint or run folder (default: the latest run's best)")
     parser.add_argument("--images", default=os.path.join(tempfile.gettempdir(), "tmv-bench-jpegs"))
-    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--n", type=int, default=400)
     parser.add_argument("--size", default="2000x1500")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    parser.add_argument("--forward-seconds", type=float, default=20.0)
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="auto: bf16 where the CPU runs it natively, else fp32 (as `tmv index`)")
+    parser.add_argument("--forward-seconds", type=float, default=8.0, help="forward-only measure before each lever")
+    parser.add_argument("--only", help="comma-separated lever numbers to run (default: all)")
     args = parser.parse_args()
 
     import torch
 
     from tinymvlm.checkpoint import load_checkpoint
-    from tinymvlm.run import resolve_checkpoint
     from tinymvlm.embed import draft_size
-    from tinymvlm.index import Index
+    from tinymvlm.run import resolve_checkpoint
     from tinymvlm.runtime import Runtime
 
     w, h = (int(v) for v in args.size.lower().split("x"))
@@ -109,37 +193,45 @@ def main() -> None:
             os.symlink(p, folder / p.name)
     mb = sum(p.stat().st_size for p in paths) / len(paths) / 1e6
     print(f"images: {len(paths)} JPEGs of {w}x{h}, {mb:.2f} MB average, in {folder} (ready in {time.perf_counter() - t0:.0f} s)")
-    print(f"machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    cores = Runtime("cpu").cpu_cores()
+    print(f"machine: {cores} CPU cores, torch {torch.__version__}, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, load average {os.getloadavg()[0]:.2f} at the start")
 
     checkpoint = resolve_checkpoint(args.checkpoint)
     model, _, meta = load_checkpoint(checkpoint)
-    print(f"model: {meta['image_arch']} at {model.data_config['input_size'][1:]}, embed dim {model.embed_dim} ({checkpoint})")
-
-    fwd = {p: forward_throughput(model, args.batch_size, p, args.forward_seconds) for p in ("fp32", "bf16")}
-    print(f"forward only (batch {args.batch_size}): fp32 {fwd['fp32']:.1f} images/s, bf16 {fwd['bf16']:.1f} images/s")
+    model.eval()
+    base = Runtime("cpu", args.precision, args.batch_size).resolve()
+    print(f"model: {meta['image_arch']} at {model.data_config['input_size'][1:]}, embed dim {model.embed_dim} "
+          f"({checkpoint}); precision {base.precision}")
 
     sample = paths[: min(40, len(paths))]
     full, draft = decode_throughput(sample, None), decode_throughput(sample, draft_size(model.data_config))
-    print(f"decode only (1 process): full {full:.1f} images/s, draft mode {draft:.1f} images/s ({draft / full:.1f}x)")
+    print(f"one core: decode full {full:.1f} images/s, draft mode {draft:.1f} images/s ({draft / full:.1f}x); "
+          f"BLAKE2b hashing {hash_throughput(sample):.0f} files/s (before embedding, not in its rate)")
 
-    store = Path(tempfile.mkdtemp(prefix="tmv-bench-index-"))
-    try:
-        idx = Index(store, checkpoint=checkpoint)
-        start = time.perf_counter()
-        report = idx.add([folder], runtime=Runtime("cpu", args.precision, args.batch_size, args.workers))
-        wall = time.perf_counter() - start
-        assert report.embedded == len(paths), report
-        ratio = fwd[args.precision] / report.images_per_s
-        print(f"tmv index ({args.precision}, workers {args.workers if args.workers is not None else 'auto'}): "
-              f"{report.images_per_s:.1f} images/s embedding, {len(paths) / wall:.1f} images/s end to end "
-              f"({wall:.1f} s incl. scan, hashing, FAISS)")
-        print(f"ratio forward-only / indexing: {ratio:.2f} (1.0 = decoding fully hidden behind the model)")
-        start = time.perf_counter()
-        again = idx.add([folder])
-        print(f"re-run with nothing changed: {time.perf_counter() - start:.2f} s, {again.embedded} embedded")
-    finally:
-        shutil.rmtree(store, ignore_errors=True)
+    chosen = levers(cores, args.batch_size)
+    if args.only:
+        chosen = [chosen[int(i) - 1] for i in args.only.split(",")]
+    reference: dict[str, np.ndarray] | None = None
+    print("\nCPU ms/img: CPU time per image, all cores together; CPU ratio = forward's / indexing's, the ratio\n"
+          "idle cores would show if both kept every core busy (wall-clock rates move with other jobs' load).")
+    print("\n| lever | forward img/s | index img/s | ratio | forward CPU ms/img | index CPU ms/img | CPU ratio "
+          "| min cosine | end to end s | load | kept |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for lever in chosen:
+        runtime = replace(base, workers=lever.workers, model_threads_cpu=lever.model_threads,
+                          batch_size=lever.batch_size or base.batch_size)
+        torch.set_num_threads(cores)
+        forward, forward_ms = forward_throughput(model, runtime.batch_size, base.precision, args.forward_seconds)
+        rate, index_ms, wall, vectors = index_once(folder, checkpoint, runtime, lever)
+        if reference is None:
+            reference = vectors
+        cosine = min(float(np.dot(vectors[k], reference[k])) for k in reference)
+        kept = lever.split_transform and lever.workers is None and lever.model_threads is None and \
+            runtime.batch_size == base.batch_size
+        print(f"| {lever.name} | {forward:.1f} | {rate:.1f} | {rate / forward:.2f} | {forward_ms:.1f} | {index_ms:.1f} | "
+              f"{forward_ms / index_ms:.2f} | {cosine:.5f} | {wall:.1f} | "
+              f"{os.getloadavg()[0]:.2f} | {'yes' if kept else 'no'} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -45,12 +45,31 @@ def test_a_single_query_runs_in_fp32_on_one_search_thread(monkeypatch):
 def test_auto_workers_share_the_cores_and_skip_a_single_batch(monkeypatch):
     monkeypatch.setattr(runtime_module.os, "cpu_count", lambda: 16)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    auto = Runtime(batch_size=10)
+    auto = Runtime.on("cuda:0", "fp32", batch_size=10)  # worker processes decode for a GPU
+    assert auto.decode_threads(11) == 0
     assert auto.loader_workers(10) == 0  # one batch
     assert auto.loader_workers(11) == 8  # at most 8
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert auto.loader_workers(11) == 4  # 16 cores among 4 processes
     assert Runtime(workers=3).loader_workers(1) == 3
+
+
+def test_on_a_cpu_auto_decodes_in_threads_then_the_model_runs_on_all_the_cores(monkeypatch):
+    monkeypatch.setattr(runtime_module.os, "cpu_count", lambda: 6)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    cpu = Runtime("cpu", batch_size=10)
+    assert (cpu.decode_threads(11), cpu.loader_workers(11)) == (6, 0)
+    assert (cpu.decode_threads(10), cpu.loader_workers(10)) == (0, 0)  # one batch: this thread decodes it
+    assert (Runtime("cpu", workers=2).decode_threads(11), Runtime("cpu", workers=2).loader_workers(11)) == (0, 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert cpu.decode_threads(11) == 3  # 6 cores between 2 processes
+    before = torch.get_num_threads()
+    with cpu.model_threads():
+        assert torch.get_num_threads() == 3
+    assert torch.get_num_threads() == before
+    with Runtime("cpu", model_threads_cpu=1).model_threads():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
 
 
 def test_every_command_offers_the_same_device_and_precision_choices():

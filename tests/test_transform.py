@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
-from tinymvlm.transform import BACKGROUND, build_transforms, load_image
+from tinymvlm.transform import BACKGROUND, EvalTransform, build_transforms, load_image
 
 
 def test_transparent_pixels_become_the_fixed_background_whatever_hides_under_them(tmp_path):
@@ -53,3 +55,37 @@ def test_preprocessing_follows_the_towers_data_config():
     assert float(white.min()) > 0.99  # (1 - 0.5) / 0.5: the tower's statistics, not ImageNet's
     train = build_transforms(config, training=True)(Image.new("RGB", (60, 30), (255, 255, 255)))
     assert train.shape == (3, 24, 24)
+
+
+PHOTO_CONFIGS = [
+    {"input_size": [3, 224, 224], "interpolation": "bicubic", "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 0.875,
+     "crop_mode": "center"},
+    {"input_size": [3, 64, 64], "interpolation": "bilinear", "mean": [0.485, 0.456, 0.406],
+     "std": [0.229, 0.224, 0.225], "crop_pct": 1.0, "crop_mode": "center"},
+]
+
+
+@pytest.mark.parametrize("size", [(500, 375), (375, 500), (2000, 1500), (300, 1000), (256, 256), (224, 224), (9, 7)])
+@pytest.mark.parametrize("config", PHOTO_CONFIGS, ids=["bicubic-224", "bilinear-64"])
+def test_the_split_eval_transform_gives_timms_pixels_on_photos(size, config):
+    from skimage import data
+
+    photo = Image.fromarray(data.chelsea()).resize(size, Image.BICUBIC)
+    transform = EvalTransform(config)
+    assert transform.split
+    per_image = transform(photo)
+    assert per_image.dtype == torch.uint8  # what decoding workers hand over: a quarter of the float bytes
+    split = transform.normalise(per_image[None])[0]
+    whole = transform.timm(photo)
+    assert split.shape == whole.shape and split.dtype == whole.dtype
+    levels = float((split - whole).abs().max()) * 255 * min(config["std"])
+    assert levels <= 2.01, f"{size}: {levels:.2f} levels away from timm's pixels"
+
+
+def test_an_eval_transform_of_another_shape_runs_whole_as_timm_built_it():
+    config = dict(PHOTO_CONFIGS[0], crop_pct=1.25)  # the centre crop pads: not the resize-then-crop shape
+    transform = EvalTransform(config)
+    photo = Image.new("RGB", (50, 40), (10, 200, 30))
+    assert not transform.split
+    out = transform.normalise(transform(photo)[None])[0]
+    assert torch.equal(out, transform.timm(photo))

@@ -2,12 +2,15 @@
 that evaluation, zero-shot classification, indexing and search queries all embed images with.
 
 Images come from any source with `open(i, draft_size)` (files, dataset rows, arrays) and are decoded
-in DataLoader workers. A source that may hold bad files is embedded with `keep_going`: an image that
-fails to decode is reported with its position and reason, and its batch goes on without it.
+in threads between forward passes on a CPU, else in DataLoader workers (`Runtime.decode_threads`), or
+on the GPU for JPEG files (`gpu_images`). A source that may hold bad files is embedded with
+`keep_going`: an image that fails to decode is reported with its position and reason, and its batch
+goes on without it.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol, Sequence
 
@@ -20,7 +23,7 @@ from .errors import TmvError, first_line
 from .model import TinyClip
 from .runtime import Runtime
 from .tokenizer import tokenize
-from .transform import build_transforms
+from .transform import EvalTransform
 
 TEXT_BATCH = 256  # captions are cheap: at least this many a batch, whatever the image batch size
 OnImages = Callable[[int], None]
@@ -109,20 +112,33 @@ def image_batches(model: TinyClip, images: ImageSource, count: int, runtime: Run
         return
     device = rt.torch_device
     model.to(device).eval()
-    data = _Pixels(images, count, build_transforms(model.data_config, training=False),
-                   draft_size(model.data_config) if draft else None, keep_going)
+    transform = EvalTransform(model.data_config)
+    data = _Pixels(images, count, transform, draft_size(model.data_config) if draft else None, keep_going)
+    with rt.model_threads():
+        for positions, pixels, failures in _pixel_batches(data, rt, count):
+            vectors = np.empty((0, model.embed_dim), np.float32)
+            if pixels is not None:
+                pixels = transform.normalise(pixels.to(device, non_blocking=True))
+                with rt.autocast():
+                    vectors = model.encode_image(pixels.contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
+            if on_images is not None:
+                on_images(len(positions) + len(failures))
+            yield ImageBatch(positions, vectors, failures)
+
+
+def _pixel_batches(data: _Pixels, rt: Runtime, count: int) -> Iterator[tuple]:
+    """Collated batches, decoded either by threads of this process between forward passes (so decoding
+    and the model take turns on all the cores instead of fighting over them: Pillow releases the GIL
+    while it decodes and resizes) or by DataLoader worker processes (`Runtime.decode_threads`)."""
+    threads = rt.decode_threads(count)
+    if threads:
+        with ThreadPoolExecutor(threads) as pool:
+            for start in range(0, count, rt.batch_size):
+                yield _collate(list(pool.map(data.__getitem__, range(start, min(count, start + rt.batch_size)))))
+        return
     workers = rt.loader_workers(count)
-    loader = DataLoader(data, batch_size=rt.batch_size, num_workers=workers, collate_fn=_collate,
-                        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
-    for positions, pixels, failures in loader:
-        vectors = np.empty((0, model.embed_dim), np.float32)
-        if pixels is not None:
-            pixels = pixels.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            with rt.autocast():
-                vectors = model.encode_image(pixels).float().cpu().numpy()
-        if on_images is not None:
-            on_images(len(positions) + len(failures))
-        yield ImageBatch(positions, vectors, failures)
+    yield from DataLoader(data, batch_size=rt.batch_size, num_workers=workers, collate_fn=_collate,
+                          pin_memory=rt.torch_device.type == "cuda", prefetch_factor=4 if workers else None)
 
 
 def embed_images(model: TinyClip, images: ImageSource, count: int, runtime: Runtime,

@@ -6,9 +6,11 @@ cuda:LOCAL_RANK. `auto` precision is bf16 where the hardware runs it natively (C
 with AVX512-BF16 or AMX; efficientnet_lite0 embeds 1.4x faster in bf16 on such a 2-core machine, see
 benchmarks/bench_index.py), else fp32: emulated bf16 is slower than fp32. bf16 embeddings differ from
 fp32 ones by about 1e-3 in cosine. A single query is the one exception: `auto` is fp32 there, since a
-batch of one gains nothing from bf16 and stays exact. `auto` workers (None) are this machine's cores
-shared among its torchrun processes, at most 8, and none for a job of one batch (starting workers costs
-more than they save).
+batch of one gains nothing from bf16 and stays exact. `auto` workers (None) on a GPU are this
+machine's cores shared among its torchrun processes, at most 8, and none for a job of one batch
+(starting workers costs more than they save). On a CPU, `auto` decodes each batch in threads of this
+process on all its cores, then the model runs on all of them (torch threads: `model_threads_cpu`):
+worker processes beside the model would preempt its threads mid-layer (see benchmarks/bench_index.py).
 
 On CUDA, JPEG files decode and resize on the GPU (`gpu_images`): the CPU only reads their bytes.
 `device_decode=False`, or TMV_DEVICE_DECODE=0 in the environment, keeps every decode on the CPU.
@@ -70,6 +72,7 @@ class Runtime:
     batch_size: int = 64
     workers: int | None = None  # DataLoader processes decoding images; None: auto (module docstring)
     threads: int | None = None  # FAISS (OpenMP) search threads; None: FAISS's default, one per core
+    model_threads_cpu: int | None = None  # torch threads of a CPU model; None: this process's cores
     device_decode: bool = field(default_factory=lambda: os.environ.get("TMV_DEVICE_DECODE", "1") != "0")
     resolved: bool = field(default=False, compare=False)
 
@@ -122,17 +125,46 @@ class Runtime:
         resolved = self.resolve()
         return autocast(resolved.device, resolved.precision)
 
+    def decode_threads(self, items: int) -> int:
+        """Threads decoding each batch in this process, between forward passes: a CPU model with auto
+        workers, more than one batch. Decoding and the model then take turns on all the cores, each
+        using every core, instead of worker processes preempting the model's threads mid-layer. 0:
+        DataLoader workers decode (`loader_workers`)."""
+        if self.workers is not None or items <= self.batch_size or self.torch_device.type != "cpu":
+            return 0
+        return self.cpu_cores()
+
     def loader_workers(self, items: int) -> int:
         """Decoding processes for a job of `items` images (the `auto` rule in the module docstring)."""
         if self.workers is not None:
             return self.workers
-        if items <= self.batch_size:
+        if items <= self.batch_size or self.decode_threads(items):
             return 0
+        return max(1, min(MAX_WORKERS, self.cpu_cores()))
+
+    def cpu_cores(self) -> int:
+        """This process's share of the machine's cores (torchrun's processes split them)."""
         try:
             local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
         except ValueError as exc:
             raise TmvError(f"LOCAL_WORLD_SIZE from the launcher is not a whole number: {exc}") from exc
-        return max(1, min(MAX_WORKERS, (os.cpu_count() or 1) // local))
+        return max(1, (os.cpu_count() or 1) // local)
+
+    @contextlib.contextmanager
+    def model_threads(self):
+        """torch's intra-op threads while a CPU model embeds: `model_threads_cpu`, by default this
+        process's share of the cores; the caller's setting is restored after."""
+        import torch
+
+        if self.torch_device.type != "cpu":
+            yield
+            return
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.model_threads_cpu or self.cpu_cores())
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def apply_threads(self) -> None:
         """Set FAISS's search threads, when this runtime names a number (process-wide, as OpenMP is)."""

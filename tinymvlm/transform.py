@@ -68,16 +68,75 @@ def build_transforms(data_config: dict, training: bool) -> Callable[[Image.Image
     return create_transform(**data_config, is_training=False)
 
 
-class Preprocess:
-    """The public `preprocess` (tinymvlm.load): any PIL image -> the model's input tensor, decoded by
-    `to_rgb` exactly as `tmv index` decodes a file, so an image embeds the same either way."""
+class EvalTransform:
+    """timm's eval transform split in two halves so the per-image half, which decoding workers run on
+    the same cores as the model, stays cheap. Per image: PIL resizes just the region the centre crop
+    keeps, with the same filter taps as resizing the whole image (Pillow may run its two passes in the
+    other order: a pixel of a photo moves by two levels at most), to uint8, a quarter of the bytes workers
+    hand over as floats. Per batch (`normalise`): scaled and normalised at once, on
+    the model's device. A timm eval transform of another shape runs whole per image, as timm built it."""
 
     def __init__(self, data_config: dict) -> None:
-        self.transform = build_transforms(data_config, training=False)
+        from torchvision import transforms as tv
+
+        self.timm = build_transforms(data_config, training=False)
+        steps = self.timm.transforms
+        self.split = (len(steps) == 4 and isinstance(steps[0], tv.Resize) and isinstance(steps[1], tv.CenterCrop)
+                      and isinstance(steps[3], tv.Normalize) and isinstance(steps[0].size, (int, list, tuple))
+                      and len(np.atleast_1d(steps[0].size)) == 1 and steps[0].max_size is None)
+        if self.split:
+            self.short = int(np.atleast_1d(steps[0].size)[0])
+            self.crop_h, self.crop_w = steps[1].size
+            self.split = self.short >= max(self.crop_h, self.crop_w)  # else CenterCrop pads: timm's path
+        if self.split:
+            from torchvision.transforms.functional import pil_modes_mapping
+
+            self.resample = pil_modes_mapping[steps[0].interpolation]
+            self.mean = [float(v) for v in steps[3].mean]
+            self.std = [float(v) for v in steps[3].std]
 
     def __call__(self, image: Image.Image) -> "torch.Tensor":
-        return self.transform(to_rgb(image))
+        """CHW pixels: uint8 when split (normalise the batch), else timm's float tensor."""
+        import torch
+
+        if not self.split:
+            return self.timm(image)
+        w, h = image.size
+        if w <= h:  # torchvision's Resize(int): the short edge to `short`, the long one truncated
+            rw, rh = self.short, int(self.short * h / w)
+        else:
+            rw, rh = int(self.short * w / h), self.short
+        top, left = int(round((rh - self.crop_h) / 2.0)), int(round((rw - self.crop_w) / 2.0))
+        if (rw, rh) == (w, h):
+            out = image.crop((left, top, left + self.crop_w, top + self.crop_h))
+        else:
+            sx, sy = w / rw, h / rh
+            box = (left * sx, top * sy, (left + self.crop_w) * sx, (top + self.crop_h) * sy)
+            out = image.resize((self.crop_w, self.crop_h), self.resample, box=box)
+        return torch.from_numpy(np.array(out, dtype=np.uint8)).permute(2, 0, 1)
+
+    def normalise(self, pixels: "torch.Tensor") -> "torch.Tensor":
+        """A batch of `__call__` outputs as the model's float input."""
+        import torch
+
+        if pixels.dtype != torch.uint8:
+            return pixels
+        mean = torch.tensor(self.mean, device=pixels.device).mul_(255).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=pixels.device).mul_(255).view(1, -1, 1, 1)
+        return pixels.float().sub_(mean).div_(std)
+
+
+class Preprocess:
+    """The public `preprocess` (tinymvlm.load): any PIL image -> the model's input tensor, decoded by
+    `to_rgb` and transformed by `EvalTransform` exactly as `tmv index` does, so an image embeds the
+    same either way."""
+
+    def __init__(self, data_config: dict) -> None:
+        self.transform = EvalTransform(data_config)
+
+    def __call__(self, image: Image.Image) -> "torch.Tensor":
+        return self.transform.normalise(self.transform(to_rgb(image))[None])[0]
 
     def __repr__(self) -> str:
-        return f"Preprocess(to_rgb, {self.transform!r})"
+        return f"Preprocess(to_rgb, {self.transform.timm!r})"
 
