@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from .errors import TmvError, first_line
 from .model import TinyClip
 from .runtime import Runtime
-from .transform import MAX_PIXELS, build_transforms
+from .transform import MAX_PIXELS, EvalTransform
 
 EXIF_ORIENTATION = 0x0112
 END_OF_IMAGE = b"\xff\xd9"
@@ -150,14 +150,14 @@ def device_batches(model: TinyClip, images, count: int, runtime: Runtime, draft:
     device = rt.torch_device
     decoder = torch.device(decode_device) if decode_device is not None else device
     model.to(device).eval()
-    transform = build_transforms(model.data_config, training=False)
-    steps = DeviceSteps(transform)
+    transform = EvalTransform(model.data_config)  # the CPU way, for the files the device does not decode
+    steps = DeviceSteps(transform.timm)
     workers = rt.loader_workers(count)
     loader = DataLoader(_Bytes(images, count, transform, draft, keep_going), batch_size=rt.batch_size,
                         num_workers=workers, collate_fn=_collate, pin_memory=device.type == "cuda",
                         prefetch_factor=4 if workers else None)
     for encoded, decoded, failures in loader:
-        pixels = {i: p.to(device, non_blocking=True) for i, p in decoded}
+        pixels = {i: transform.normalise(p.to(device, non_blocking=True)[None])[0] for i, p in decoded}
         resized = {}
         for (i, _), image in zip(encoded, decode_batch([d for _, d in encoded], decoder)):
             if image is None:  # refused by decode_jpeg: Pillow decides, and names what is wrong
@@ -165,7 +165,7 @@ def device_batches(model: TinyClip, images, count: int, runtime: Runtime, draft:
                 if error is not None:
                     failures.append((i, error))
                 else:
-                    pixels[i] = cpu.to(device)
+                    pixels[i] = transform.normalise(cpu.to(device)[None])[0]
                 continue
             reduction = draft_reduction(image.shape[2], image.shape[1], draft) if draft else 1
             resized[i] = steps.image(image, reduction)
