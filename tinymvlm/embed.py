@@ -19,11 +19,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import TmvError, first_line
+from .errors import TmvError
 from .model import TinyClip
 from .runtime import Runtime
 from .tokenizer import tokenize
-from .transform import EvalTransform
+from .transform import EvalTransform, decode_image
 
 TEXT_BATCH = 256  # captions are cheap: at least this many a batch, whatever the image batch size
 OnImages = Callable[[int], None]
@@ -80,12 +80,7 @@ class _Pixels(Dataset):
         return self.count
 
     def __getitem__(self, i: int):
-        try:
-            return i, self.transform(self.images.open(i, self.draft)), None
-        except Exception as exc:  # with keep_going, any decoder failure is this image's problem, not the run's
-            if not self.keep_going:
-                raise
-            return i, None, first_line(exc)
+        return i, *decode_image(self.images, i, self.transform, self.draft, self.keep_going)
 
 
 def _collate(items):
@@ -101,29 +96,32 @@ def image_batches(model: TinyClip, images: ImageSource, count: int, runtime: Run
     it is done. `draft`: JPEGs decode at a reduced scale near the model's input size (faster, and
     slightly different pixels than a full decode)."""
     rt = runtime.resolve()
-    if rt.decodes_on_device:  # JPEG files decode on the GPU (gpu_images), in the same batches as below
+    drafting = draft_size(model.data_config) if draft else None
+    if rt.decodes_on_device:  # JPEG files decode on the GPU (gpu_images), in the same batches as the CPU's
         from .gpu_images import device_batches
 
-        drafting = draft_size(model.data_config) if draft else None
-        for positions, vectors, failures in device_batches(model, images, count, rt, drafting, keep_going):
-            if on_images is not None:
-                on_images(len(positions) + len(failures))
-            yield ImageBatch(positions, vectors, failures)
-        return
+        batches = device_batches(model, images, count, rt, drafting, keep_going)
+    else:
+        batches = _cpu_batches(model, _Pixels(images, count, EvalTransform(model.data_config), drafting, keep_going),
+                               rt, count)
+    for positions, vectors, failures in batches:
+        if on_images is not None:
+            on_images(len(positions) + len(failures))
+        yield ImageBatch(positions, vectors, failures)
+
+
+def _cpu_batches(model: TinyClip, data: _Pixels, rt: Runtime, count: int) -> Iterator[tuple]:
+    """(positions, vectors, failures) of each batch, decoded on the CPU (`_pixel_batches`)."""
     device = rt.torch_device
     model.to(device).eval()
-    transform = EvalTransform(model.data_config)
-    data = _Pixels(images, count, transform, draft_size(model.data_config) if draft else None, keep_going)
     with rt.model_threads():
         for positions, pixels, failures in _pixel_batches(data, rt, count):
             vectors = np.empty((0, model.embed_dim), np.float32)
             if pixels is not None:
-                pixels = transform.normalise(pixels.to(device, non_blocking=True))
+                pixels = data.transform.normalise(pixels.to(device, non_blocking=True))
                 with rt.autocast():
                     vectors = model.encode_image(pixels.contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
-            if on_images is not None:
-                on_images(len(positions) + len(failures))
-            yield ImageBatch(positions, vectors, failures)
+            yield positions, vectors, failures
 
 
 def _pixel_batches(data: _Pixels, rt: Runtime, count: int) -> Iterator[tuple]:

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import TmvError, first_line
+from .errors import TmvError
 from .model import TinyClip
 from .runtime import Runtime
-from .transform import MAX_PIXELS, EvalTransform
+from .transform import MAX_PIXELS, EvalTransform, decode_image
 
 EXIF_ORIENTATION = 0x0112
 END_OF_IMAGE = b"\xff\xd9"
@@ -100,18 +100,7 @@ class _Bytes(Dataset):
                 data = b""  # the CPU decode below reports it as the CPU path does
             if device_decodable(data):
                 return i, torch.frombuffer(bytearray(data), dtype=torch.uint8), None, None
-        pixels, error = cpu_pixels(self.images, i, self.transform, self.draft, self.keep_going)
-        return i, None, pixels, error
-
-
-def cpu_pixels(images, i: int, transform, draft, keep_going: bool):
-    """(pixels, None), or (None, reason) for a file that fails with keep_going: `embed`'s CPU decode."""
-    try:
-        return transform(images.open(i, draft)), None
-    except Exception as exc:  # with keep_going, any decoder failure is this image's problem, not the run's
-        if not keep_going:
-            raise
-        return None, first_line(exc)
+        return i, None, *decode_image(self.images, i, self.transform, self.draft, self.keep_going)
 
 
 def _collate(items):
@@ -161,7 +150,7 @@ def device_batches(model: TinyClip, images, count: int, runtime: Runtime, draft:
         resized = {}
         for (i, _), image in zip(encoded, decode_batch([d for _, d in encoded], decoder)):
             if image is None:  # refused by decode_jpeg: Pillow decides, and names what is wrong
-                cpu, error = cpu_pixels(images, i, transform, draft, keep_going)
+                cpu, error = decode_image(images, i, transform, draft, keep_going)
                 if error is not None:
                     failures.append((i, error))
                 else:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 from PIL import Image, ImageOps
 
+from .errors import first_line
+
 BACKGROUND = (255, 255, 255)
 MAX_PIXELS = 100_000_000  # a decompression bomb is refused, not decoded
 
@@ -66,6 +68,19 @@ def build_transforms(data_config: dict, training: bool) -> Callable[[Image.Image
         return create_transform(**data_config, is_training=True, scale=(0.5, 1.0), hflip=0.0,
                                 color_jitter=None, auto_augment=None, re_prob=0.0)
     return create_transform(**data_config, is_training=False)
+
+
+def decode_image(images, i: int, transform: Callable, draft: tuple[int, int] | None,
+                 keep_going: bool) -> tuple["torch.Tensor | None", str | None]:
+    """Image `i` of a source with `open(i, draft)` through `transform`: (pixels, None), or (None, reason)
+    for an image that fails with keep_going. How embedding (CPU batches and the GPU path's fallback)
+    decodes one image on the CPU."""
+    try:
+        return transform(images.open(i, draft)), None
+    except Exception as exc:  # with keep_going, any decoder failure is this image's problem, not the run's
+        if not keep_going:
+            raise
+        return None, first_line(exc)
 
 
 class EvalTransform:
