@@ -65,8 +65,8 @@ def photo_pairs():
     """The 30 real photos as a PairSet, or None (with the reason) when foolbox or scikit-image is absent."""
     from timm.data import ImageNetInfo
 
-    from tinymvlm.data import PairSet
-    from tinymvlm.transform import to_rgb
+    from tinymvlm.data.pairs import PairSet
+    from tinymvlm.data.transform import to_rgb
 
     spec = importlib.util.find_spec("foolbox")
     if spec is None or importlib.util.find_spec("skimage") is None:
@@ -100,7 +100,7 @@ class PilImages:
 @torch.inference_mode()
 def tower_features(model, images, count: int, runtime) -> torch.Tensor:
     """Pooled image-tower features (what every locked model here shares)."""
-    from tinymvlm.transform import build_transforms
+    from tinymvlm.data.transform import build_transforms
 
     transform = build_transforms(model.data_config, training=False)
     rows = []
@@ -111,8 +111,8 @@ def tower_features(model, images, count: int, runtime) -> torch.Tensor:
 
 
 def load_sets(tux_dir: Path, fashion_limit: int, model, runtime) -> tuple[Sets, list[str]]:
-    from tinymvlm.data import load_pairs
-    from tinymvlm.zeroshot import is_idx_folder, load_idx_folder, spread
+    from tinymvlm.data.pairs import load_pairs
+    from tinymvlm.evaluation.zeroshot import is_idx_folder, load_idx_folder, spread
 
     notes = []
     tux = load_pairs(str(tux_dir / "test.tsv"))
@@ -132,8 +132,8 @@ def load_sets(tux_dir: Path, fashion_limit: int, model, runtime) -> tuple[Sets, 
 
 @torch.inference_mode()
 def measure(model, tokenizer, sets: Sets, runtime) -> dict[str, float]:
-    from tinymvlm.evaluate import evaluate_retrieval
-    from tinymvlm.zeroshot import DEFAULT_TEMPLATES, class_embeddings, classification_result
+    from tinymvlm.evaluation.retrieval import evaluate_retrieval
+    from tinymvlm.evaluation.zeroshot import DEFAULT_TEMPLATES, class_embeddings, classification_result
 
     model.eval()
     project = lambda f: model.project_image(f.to(runtime.torch_device)).float().cpu().numpy()  # noqa: E731
@@ -150,8 +150,8 @@ def measure(model, tokenizer, sets: Sets, runtime) -> dict[str, float]:
 
 
 def lever_rows(sets: Sets, runtime) -> list[tuple[str, dict]]:
-    from tinymvlm.builtin import TEMPERATURE, build_builtin, read_as
-    from tinymvlm.zeroshot import DEFAULT_TEMPLATES
+    from tinymvlm.evaluation.zeroshot import DEFAULT_TEMPLATES
+    from tinymvlm.models.builtin import TEMPERATURE, build_builtin, read_as
 
     base, tokenizer = build_builtin(temperature=1.0, centred=False)
     rows = []
@@ -185,8 +185,8 @@ class Ensemble(torch.nn.Module):
 
 
 def run_rows(name: str, run_dir: Path, sets: Sets, runtime, alphas, ensembles=()) -> list[tuple[str, dict]]:
-    from tinymvlm.checkpoint import load_checkpoint
-    from tinymvlm.wiseft import START, mix
+    from tinymvlm.models.checkpoint import load_checkpoint
+    from tinymvlm.training.wiseft import START, mix
 
     model, tokenizer, _ = load_checkpoint(run_dir / "latest.safetensors")
     if not (run_dir / START).is_file():
@@ -232,9 +232,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    from tinymvlm.builtin import builtin_checkpoint
-    from tinymvlm.checkpoint import load_checkpoint
-    from tinymvlm.runtime import Runtime
+    from tinymvlm.inference.runtime import Runtime
+    from tinymvlm.models.builtin import builtin_checkpoint
+    from tinymvlm.models.checkpoint import load_checkpoint
 
     tux_dir = args.out / "data"
     if not (tux_dir / "test.tsv").is_file():

@@ -104,8 +104,8 @@ import time
 t0 = time.perf_counter()
 import faiss, numpy, onnxruntime, tokenizers
 from tinymvlm.index import Index
-from tinymvlm.index.query import parse_query
-from tinymvlm.runtime import Runtime
+from tinymvlm.index.query_syntax import parse_query
+from tinymvlm.inference.runtime import Runtime
 t1 = time.perf_counter()
 idx = Index({str(index)!r}, runtime=Runtime.for_queries())
 idx.text_encoder()

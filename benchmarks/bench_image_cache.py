@@ -29,10 +29,10 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from gpu_check import _make_images, parse_size
 
-    from tinymvlm import image_cache
-    from tinymvlm.data import load_image_folder
-    from tinymvlm.train_data import PairDataset
-    from tinymvlm.transform import build_transforms
+    from tinymvlm.data.pairs import load_image_folder
+    from tinymvlm.data.transform import build_transforms
+    from tinymvlm.training import image_cache
+    from tinymvlm.training.batches import PairDataset
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:

@@ -63,7 +63,7 @@ def forward_throughput(model, batch_size: int, precision: str, seconds: float = 
     """(images/s, CPU ms per image)."""
     import torch
 
-    from tinymvlm.runtime import autocast
+    from tinymvlm.inference.runtime import autocast
 
     size = model.data_config["input_size"]
     pixels = torch.randn(batch_size, *size).contiguous(memory_format=torch.channels_last)
@@ -81,7 +81,7 @@ def forward_throughput(model, batch_size: int, precision: str, seconds: float = 
 
 
 def decode_throughput(paths: list[Path], draft: tuple[int, int] | None) -> float:
-    from tinymvlm.transform import load_image
+    from tinymvlm.data.transform import load_image
 
     start = time.perf_counter()
     for path in paths:
@@ -126,10 +126,11 @@ def levers(cores: int, batch_size: int) -> list[Lever]:
 def index_once(folder: Path, checkpoint: Path, runtime, lever: Lever) -> tuple[float, float, float, dict[str, np.ndarray]]:
     """(embedding images/s, embedding CPU ms per image, end-to-end wall s, {path: vector}) of `Index.add`
     into a fresh index."""
-    import tinymvlm.embed as embed
     from tinymvlm.index import Index
-    from tinymvlm.index.indexer import Progress
-    from tinymvlm.transform import EvalTransform
+    from tinymvlm.index.update import Progress
+
+    import tinymvlm.inference.embed as embed
+    from tinymvlm.data.transform import EvalTransform
 
     class EmbeddingCpu(Progress):  # CPU time of the embedding phase alone
         def embedding(self, total: int, what: str) -> None:
@@ -177,10 +178,10 @@ def main() -> None:
 
     import torch
 
-    from tinymvlm.checkpoint import load_checkpoint
-    from tinymvlm.embed import draft_size
-    from tinymvlm.run import resolve_checkpoint
-    from tinymvlm.runtime import Runtime
+    from tinymvlm.inference.embed import draft_size
+    from tinymvlm.inference.runtime import Runtime
+    from tinymvlm.models.checkpoint import load_checkpoint
+    from tinymvlm.models.resolve import resolve_model
 
     w, h = (int(v) for v in args.size.lower().split("x"))
     folder = Path(args.images)
@@ -197,7 +198,7 @@ def main() -> None:
     print(f"machine: {cores} CPU cores, torch {torch.__version__}, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, load average {os.getloadavg()[0]:.2f} at the start")
 
-    checkpoint = resolve_checkpoint(args.checkpoint)
+    checkpoint = resolve_model(args.checkpoint)
     model, _, meta = load_checkpoint(checkpoint)
     model.eval()
     base = Runtime("cpu", args.precision, args.batch_size).resolve()

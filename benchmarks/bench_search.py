@@ -61,7 +61,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import faiss
-
     from tinymvlm.index import vectors
     from tinymvlm.index.vectors import IndexSpec
 

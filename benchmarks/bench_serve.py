@@ -49,9 +49,9 @@ def distinct_queries(n: int) -> list[str]:
 
 
 def packaged_checkpoint(folder: Path) -> Path:
-    from tinymvlm.checkpoint import save_checkpoint
-    from tinymvlm.config import ModelConfig
-    from tinymvlm.factory import create_model
+    from tinymvlm.models.checkpoint import save_checkpoint
+    from tinymvlm.models.config import ModelConfig
+    from tinymvlm.models.factory import create_model
 
     model, tokenizer = create_model(ModelConfig(image_model="efficientnet_lite0", text_model="minilm-l6"))
     path = folder / "model.safetensors"

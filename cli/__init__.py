@@ -1,1 +1,2 @@
-"""The `tmv` command line (tinymvlm.cli): commands import heavy libraries only when they run."""
+"""The `tmv` command line (tinymvlm.cli): the only layer that prints. Commands import heavy libraries
+only when they run; they may import any package."""

@@ -83,7 +83,7 @@ def model_option(default: str) -> Callable:
 def note_model(checkpoint) -> None:
     """The one line every command that runs a model prints when that model is the built-in one, so a
     user who expected a trained run knows what answered."""
-    from tinymvlm.builtin import NAME, is_builtin
+    from tinymvlm.models.builtin import NAME, is_builtin
 
     if is_builtin(checkpoint):
         err.print(f"using the built-in model '{NAME}' (no training needed; 'tmv train' makes your own, "

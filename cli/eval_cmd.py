@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import click
-
-from .console import err, friendly_errors, model_option, note_model, out, setup_logging, warn_skipped
+from tinymvlm.cli.console import err, friendly_errors, model_option, note_model, out, setup_logging, warn_skipped
 
 DEFAULT_KS = (1, 5, 10)
 
@@ -142,11 +141,12 @@ def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, model: str | Non
         raise TmvError(f"--limit must be positive, not {limit}")
 
     from tinymvlm.atomic import write_text
-    from tinymvlm.checkpoint import load_checkpoint, read_metadata
-    from tinymvlm.evaluate import evaluation_record
-    from tinymvlm.models import resolve_model
-    from tinymvlm.metrics import check_ks
-    from tinymvlm.runtime import Runtime
+    from tinymvlm.evaluation.recall_at_k import check_ks
+    from tinymvlm.evaluation.retrieval import evaluation_record
+    from tinymvlm.inference.runtime import Runtime
+    from tinymvlm.models.checkpoint import load_checkpoint, read_metadata
+    from tinymvlm.models.resolve import resolve_model
+    from tinymvlm.training.run_config import run_config
 
     ks_list = check_ks(ks or DEFAULT_KS) if not zeroshot else []
     runtime = Runtime(device, precision, batch_size, workers).resolve()
@@ -165,7 +165,8 @@ def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, model: str | Non
             task = _zeroshot(model, tokenizer, *evaluation, runtime)
         else:
             task = _retrieval(model, tokenizer, evaluation, ks_list, runtime, index)
-        record = evaluation_record(path, meta, runtime, task, data, split, limit)
+        run = run_config(path)
+        record = evaluation_record(path, meta, run.to_dict() if run else None, runtime, task, data, split, limit)
     finally:
         if index is not None:
             index.close()
@@ -176,9 +177,9 @@ def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, model: str | Non
 
 def _retrieval_data(path, data, split, image_root, image_column, caption_column, limit):
     """The evaluation pairs: --data (its test split for datasets), else the checkpoint's run validation set."""
-    from tinymvlm.data import load_pairs, require_pairs
-    from tinymvlm.run import validation_pairs
-    from tinymvlm.zeroshot import spread
+    from tinymvlm.data.pairs import load_pairs, require_pairs
+    from tinymvlm.evaluation.zeroshot import spread
+    from tinymvlm.training.run_config import validation_pairs
 
     if data is None:
         pairs = validation_pairs(path)
@@ -193,7 +194,7 @@ def _retrieval_data(path, data, split, image_root, image_column, caption_column,
 def _retrieval(model, tokenizer, pairs, ks, runtime, index) -> dict:
     from rich.markup import escape
 
-    from tinymvlm.evaluate import evaluate_retrieval
+    from tinymvlm.evaluation.retrieval import evaluate_retrieval
 
     with _ImageProgress(len(pairs)) as progress:
         result = evaluate_retrieval(model, tokenizer, pairs, ks, runtime, progress)
@@ -252,7 +253,7 @@ def _run_index(index, pairs, result, ks) -> dict:
 def _zeroshot_data(data, split, image_root, image_column, label_column, classes_file, templates, limit):
     """(labelled images, prompt templates) for --zeroshot."""
     from tinymvlm.errors import TmvError
-    from tinymvlm.zeroshot import check_templates, load_labelled, read_class_names, spread
+    from tinymvlm.evaluation.zeroshot import check_templates, load_labelled, read_class_names, spread
 
     if data is None:
         raise TmvError("--zeroshot needs --data: a folder of class subfolders, an IDX folder such as "
@@ -268,7 +269,7 @@ def _zeroshot_data(data, split, image_root, image_column, label_column, classes_
 def _zeroshot(model, tokenizer, labelled, templates, runtime) -> dict:
     from rich.markup import escape
 
-    from tinymvlm.zeroshot import evaluate_zeroshot
+    from tinymvlm.evaluation.zeroshot import evaluate_zeroshot
 
     with _ImageProgress(len(labelled)) as progress:
         result = evaluate_zeroshot(model, tokenizer, labelled, templates, runtime, progress)

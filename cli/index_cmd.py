@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import click
-
-from .console import err, friendly_errors, model_option, note_model, setup_logging
+from tinymvlm.cli.console import err, friendly_errors, model_option, note_model, setup_logging
 
 
 class RichProgress:
     """Draws scanning and embedding progress (count, images/s, ETA) on stderr."""
 
     def __init__(self) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
@@ -59,7 +65,7 @@ class RichProgress:
             self.progress.stop()
 
 
-def summarise(report, folder, verbose: bool, prefix: str = "") -> None:
+def print_report(report, folder, verbose: bool, prefix: str = "") -> None:
     from rich.markup import escape
 
     parts = [f"{report.scanned} image files", f"{report.unchanged} unchanged", f"{report.embedded} embedded"]
@@ -97,7 +103,7 @@ def nothing_indexed(report) -> str:
     return "nothing could be indexed: no image files (.jpg, .png, .webp, ...) found; check the path"
 
 
-@click.command()
+@click.command("index")
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--index", "index_dir", type=click.Path(file_okay=False),
               help="Index folder. Default: $TMV_INDEX, else ~/.local/share/tinymvlm/index ($XDG_DATA_HOME).")
@@ -134,7 +140,7 @@ def nothing_indexed(report) -> str:
 @click.option("-v", "--verbose", is_flag=True, help="Show informational messages and every skipped file.")
 @click.pass_context
 @friendly_errors
-def index(ctx: click.Context, paths, index_dir, model, captions, caption_column, exclude, rebuild, index_type,
+def index_command(ctx: click.Context, paths, index_dir, model, captions, caption_column, exclude, rebuild, index_type,
           nlist, nprobe, hnsw_m, ef_construction, ef_search, batch_size, workers, device, precision, shard_text, merge,
           nproc, wait, verbose) -> None:
     """Embed every image under PATH... (and caption files) into an index that later runs update incrementally.
@@ -146,13 +152,13 @@ def index(ctx: click.Context, paths, index_dir, model, captions, caption_column,
     """
     setup_logging(verbose)
     from rich.markup import escape
+    from tinymvlm.index import Index
+    from tinymvlm.index.jobs import run_index_job, run_merge_job
+    from tinymvlm.index.shard import Shard, torchrun_shard
 
     from tinymvlm import killpoint
     from tinymvlm.errors import TmvError
-    from tinymvlm.index import Index
-    from tinymvlm.index.build import build_index, merge_index
-    from tinymvlm.index.shard import Shard, torchrun_shard
-    from tinymvlm.runtime import Runtime
+    from tinymvlm.inference.runtime import Runtime
 
     killpoint.reached("index command")
     if sum(map(bool, (shard_text, merge, nproc is not None, torchrun_shard()))) > 1:
@@ -163,7 +169,7 @@ def index(ctx: click.Context, paths, index_dir, model, captions, caption_column,
     spec_settings = {"nlist": nlist, "nprobe": nprobe, "hnsw_m": hnsw_m, "ef_construction": ef_construction,
                      "ef_search": ef_search}
     if merge:
-        report = merge_index(index_dir, paths, index_type, spec_settings, replace=rebuild, wait=wait)
+        report = run_merge_job(index_dir, paths, index_type, spec_settings, replace=rebuild, wait=wait)
         _merged(report)
         return
     note_model(Index(index_dir, checkpoint=model).checkpoint_path())
@@ -172,10 +178,10 @@ def index(ctx: click.Context, paths, index_dir, model, captions, caption_column,
 
     def done(run) -> None:  # this process's folder is complete: its summary comes before any merge
         progress.close()
-        summarise(run.report, run.folder, verbose, f"shard {run.shard}: " if run.shard else "")
+        print_report(run.report, run.folder, verbose, f"shard {run.shard}: " if run.shard else "")
 
     try:
-        run = build_index(index_dir, paths, checkpoint=model, captions=captions, caption_column=caption_column,
+        run = run_index_job(index_dir, paths, checkpoint=model, captions=captions, caption_column=caption_column,
                           exclude=exclude, index_type=index_type, spec_settings=spec_settings, runtime=runtime,
                           rebuild=rebuild, wait=wait, shard=Shard.parse(shard_text) if shard_text else None,
                           progress=progress, on_report=done)

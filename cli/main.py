@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import click
+from tinymvlm.cli.eval_cmd import eval_cmd
+from tinymvlm.cli.index_cmd import index_command
+from tinymvlm.cli.score_cmd import score
+from tinymvlm.cli.search_cmd import search
+from tinymvlm.cli.serve_cmd import serve
+from tinymvlm.cli.train_cmd import train
 
 from tinymvlm import __version__
-
-from .eval_cmd import eval_cmd
-from .index_cmd import index
-from .score_cmd import score
-from .search_cmd import search
-from .serve_cmd import serve
-from .train_cmd import train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -21,7 +20,7 @@ def cli() -> None:
 
 
 cli.add_command(train)
-cli.add_command(index)
+cli.add_command(index_command)
 cli.add_command(search)
 cli.add_command(score)
 cli.add_command(serve)

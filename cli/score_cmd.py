@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import click
-
-from .console import err, friendly_errors, model_option, note_model, out, setup_logging
+from tinymvlm.cli.console import friendly_errors, model_option, note_model, out, setup_logging
 
 
 class _ScoreCommand(click.Command):
@@ -59,10 +58,10 @@ def score(images, captions, captions_file, model, as_json, precision, device, ve
         texts += [line.strip() for line in lines if line.strip()]
     from dataclasses import replace
 
-    from tinymvlm.checkpoint import load_checkpoint
-    from tinymvlm.models import resolve_model
-    from tinymvlm.runtime import Runtime
-    from tinymvlm.score import check_inputs, score_images
+    from tinymvlm.inference.runtime import Runtime
+    from tinymvlm.inference.score import check_inputs, score_images
+    from tinymvlm.models.checkpoint import load_checkpoint
+    from tinymvlm.models.resolve import resolve_model
 
     check_inputs(images, texts)
     runtime = replace(Runtime.for_queries(device, precision), batch_size=64).resolve()

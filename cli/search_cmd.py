@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import click
-
-from .console import err, friendly_errors, model_option, note_model, out, setup_logging
+from tinymvlm.cli.console import err, friendly_errors, model_option, note_model, out, setup_logging
 
 
 def print_table(hits, texts: bool) -> None:
@@ -65,9 +64,10 @@ def search(query, index_dir, model, k, images, texts, literal, as_json, paths_on
     setup_logging(verbose)
     import sys
 
-    from tinymvlm.errors import TmvError
     from tinymvlm.index import Index
-    from tinymvlm.runtime import Runtime
+
+    from tinymvlm.errors import TmvError
+    from tinymvlm.inference.runtime import Runtime
 
     if as_json and paths_only:
         raise TmvError("choose one of --json and --paths-only")
@@ -76,8 +76,9 @@ def search(query, index_dir, model, k, images, texts, literal, as_json, paths_on
     hits = idx.search(text or None, images, k=k, texts=texts, nprobe=nprobe, ef_search=ef_search, literal=literal)
     note_model(idx.model_info().checkpoint)
     if html_file:
+        from tinymvlm.serve.contact_sheet import contact_sheet
+
         from tinymvlm.atomic import write_text
-        from tinymvlm.index.html import contact_sheet
 
         label = " + ".join([text] * bool(text) + [f"image {i}" for i in images])
         write_text(html_file, contact_sheet(hits, label))

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 from rich.markup import escape
-
-from .console import err, friendly_errors, model_option, note_model, setup_logging
+from tinymvlm.cli.console import err, friendly_errors, model_option, note_model, setup_logging
 
 
 def bind(host: str, port: int):
@@ -55,8 +54,9 @@ def serve(index_dir, model, host, port, allow_hosts, thumb_dir, max_upload_mb, d
     from pathlib import Path
 
     from tinymvlm.index import Index
-    from tinymvlm.index.hostguard import server_names
-    from tinymvlm.runtime import Runtime
+    from tinymvlm.serve.hostguard import server_names
+
+    from tinymvlm.inference.runtime import Runtime
 
     index = Index(index_dir, checkpoint=model, runtime=Runtime.for_queries(device, precision))
     index.info()  # no index, or an unreadable one: say so before loading anything
@@ -71,7 +71,7 @@ def serve(index_dir, model, host, port, allow_hosts, thumb_dir, max_upload_mb, d
 
 def exposure_warning(host: str, names: set[str]) -> str | None:
     """What to tell the user when the server is reachable from other machines."""
-    from tinymvlm.index.hostguard import is_loopback
+    from tinymvlm.serve.hostguard import is_loopback
 
     if is_loopback(host):
         return None
@@ -82,10 +82,9 @@ def exposure_warning(host: str, names: set[str]) -> str | None:
 def run(index, sock, host: str, names: set[str], thumb_dir, max_upload_mb: float) -> None:
     import torch
     import uvicorn
-
-    from tinymvlm.index.serving import Limits, SearchService
-    from tinymvlm.index.thumbs import ThumbnailCache, default_thumb_dir
-    from tinymvlm.index.webapp import create_app
+    from tinymvlm.serve.app import create_app
+    from tinymvlm.serve.service import Limits, SearchService
+    from tinymvlm.serve.thumbnails import ThumbnailCache, default_thumb_dir
 
     # One query at a time on one worker thread: a single-threaded model (and scan: the query runtime's
     # one search thread) answers fastest and leaves the other cores to the HTTP side (thumbnails, uploads).

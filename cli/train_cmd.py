@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import click
-
-from .console import err, friendly_errors, setup_logging, warn_skipped
+from tinymvlm.cli.console import err, friendly_errors, setup_logging, warn_skipped
 
 
 class RichReporter:
     """Draws training progress (loss, lr, pairs/s, ETA) and epoch summaries on stderr."""
 
     def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA"),
@@ -80,7 +86,7 @@ class _TrainCommand(click.Command):
     @property
     def params(self) -> list[click.Parameter]:
         if self._all is None:
-            from tinymvlm.config import TrainConfig
+            from tinymvlm.training.config import TrainConfig
 
             self._all = self._own[:1] + config_params(TrainConfig) + self._own[1:]
         return self._all
@@ -100,11 +106,11 @@ class _TrainCommand(click.Command):
 def train(ctx: click.Context, config_path: str | None, verbose: bool, nproc: int | None, **params) -> None:
     """Train a contrastive image-text model and write checkpoints to a run folder."""
     setup_logging(verbose)
-    from tinymvlm.config import TrainConfig
     from tinymvlm.distributed import is_main_process
     from tinymvlm.options import from_flat
-    from tinymvlm.run import read_options
-    from tinymvlm.train import train as run_training
+    from tinymvlm.training.config import TrainConfig
+    from tinymvlm.training.run_config import read_options
+    from tinymvlm.training.trainer import train as run_training
 
     given = read_options(config_path) if config_path else {}
     given.update({name: value for name, value in params.items()

@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from tinymvlm.data import sidecar_caption
+from tinymvlm.data.pairs import sidecar_caption
 
 DEFAULT_STAMPS = Path("/usr/share/tuxpaint/stamps")
 

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from tinymvlm.errors import TmvError
-from tinymvlm.files import iter_image_files
+from tinymvlm.index.catalog import Catalog, ImageRow
 
-from .catalog import Catalog, ImageRow
+from tinymvlm.errors import TmvError
+from tinymvlm.image_files import iter_image_files
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,12 @@ from pathlib import Path
 import faiss
 import numpy as np
 import platformdirs
+from tinymvlm.index import vectors
+from tinymvlm.index.catalog import Catalog
+from tinymvlm.index.vectors import IndexSpec
 
 from tinymvlm.atomic import atomic_path, write_text
 from tinymvlm.errors import TmvError
-
-from . import vectors
-from .catalog import Catalog
-from .vectors import IndexSpec
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from tinymvlm import hub
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -62,7 +63,7 @@ def read_line(stream, timeout: float = 60) -> str:
 @pytest.fixture(scope="session")
 def builtin_checkpoint(user_cache) -> Path:
     """The built-in model's checkpoint, built once per session."""
-    from tinymvlm.builtin import builtin_checkpoint
+    from tinymvlm.models.builtin import builtin_checkpoint
 
     return builtin_checkpoint()
 
@@ -72,7 +73,7 @@ def tiny_text_model(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT with MiniLM's tokenizer, saved as a Hugging Face folder."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from tinymvlm.towers import packaged_text_path
+    from tinymvlm.models.towers import packaged_text_path
 
     folder = tmp_path_factory.mktemp("tiny_text")
     tokenizer = AutoTokenizer.from_pretrained(packaged_text_path())
@@ -85,7 +86,7 @@ def tiny_text_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_config(tiny_text_model):
-    from tinymvlm.config import ModelConfig
+    from tinymvlm.models.config import ModelConfig
 
     return ModelConfig(image_model="test_vit", text_model=str(tiny_text_model), pretrained=False,
                        embed_dim=16, image_size=32, context_length=16)
@@ -94,8 +95,8 @@ def tiny_model_config(tiny_text_model):
 def _untrained_checkpoint(folder: Path, config, seed: int) -> Path:
     import torch
 
-    from tinymvlm.checkpoint import save_checkpoint
-    from tinymvlm.factory import create_model
+    from tinymvlm.models.checkpoint import save_checkpoint
+    from tinymvlm.models.factory import create_model
 
     torch.manual_seed(seed)
     model, tokenizer = create_model(config)
@@ -169,9 +170,8 @@ def colour_folder(tmp_path) -> Path:
 @pytest.fixture
 def offline_hub(monkeypatch):
     """The Hugging Face hub cannot be reached (and is not asked: HF_HUB_OFFLINE)."""
-    from tinymvlm import towers
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    towers.hub_reachable.cache_clear()
+    hub.reachable.cache_clear()
     yield
-    towers.hub_reachable.cache_clear()
+    hub.reachable.cache_clear()

@@ -11,14 +11,23 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = {"tinymvlm": "tinymvlm", "tinymvlm.index": "index", "tinymvlm.cli": "cli"}  # as pyproject installs them
+TOP_FOLDERS = {"tinymvlm": "tinymvlm", "tinymvlm.index": "index", "tinymvlm.serve": "serve",
+               "tinymvlm.cli": "cli"}  # as pyproject installs them
+
+
+def packages() -> dict[str, Path]:
+    """Installed package name -> folder: the top folders and the subpackages of `tinymvlm/`."""
+    found = dict((name, ROOT / folder) for name, folder in TOP_FOLDERS.items())
+    for init in sorted((ROOT / "tinymvlm").glob("*/__init__.py")):
+        found[f"tinymvlm.{init.parent.name}"] = init.parent
+    return found
 
 
 def modules() -> dict[str, Path]:
     """Installed module name -> source file, `__main__` left out (importing it runs the CLI)."""
     found = {}
-    for package, folder in PACKAGES.items():
-        for path in sorted((ROOT / folder).glob("*.py")):
+    for package, folder in packages().items():
+        for path in sorted(folder.glob("*.py")):
             if path.stem != "__main__":
                 found[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
     return found
@@ -131,7 +140,61 @@ def third_party(known: dict[str, Path]) -> set[str]:
 
 def test_every_module_imports_on_its_own():
     known = modules()
-    assert len(known) > 40 and "tinymvlm.runtime" in known and "tinymvlm.index.api" in known
+    assert len(known) > 40 and "tinymvlm.inference.runtime" in known and "tinymvlm.index.python_api" in known
     result = subprocess.run([sys.executable, "-c", CHILD, ",".join(sorted(third_party(known))), *known],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr[-4000:]
+
+
+# What each area may import (besides itself and the shared modules directly in tinymvlm/), lowest first;
+# each package's __init__ docstring says the same in words.
+LAYERS = {
+    "tinymvlm.data": set(),
+    "tinymvlm.models": {"tinymvlm.data"},
+    "tinymvlm.inference": {"tinymvlm.models", "tinymvlm.data"},
+    "tinymvlm.evaluation": {"tinymvlm.inference", "tinymvlm.models", "tinymvlm.data"},
+    "tinymvlm.training": {"tinymvlm.evaluation", "tinymvlm.inference", "tinymvlm.models", "tinymvlm.data"},
+    "tinymvlm.index": {"tinymvlm.evaluation", "tinymvlm.inference", "tinymvlm.models", "tinymvlm.data"},
+    "tinymvlm.serve": {"tinymvlm.index", "tinymvlm.evaluation", "tinymvlm.inference", "tinymvlm.models",
+                       "tinymvlm.data"},
+}
+
+
+def area(module: str) -> str:
+    """The area a module belongs to: its package below tinymvlm, or 'shared' for tinymvlm's own modules."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 or module in packages() else "shared"
+
+
+def test_every_area_imports_only_the_areas_below_it():
+    assert set(LAYERS) | {"tinymvlm.cli", "tinymvlm"} == set(packages()), "a package without a layer"
+    known = modules()
+    wrong = []
+    for name, path in known.items():
+        mine = area(name)
+        for target in imported(name, path, known):
+            theirs = area(target)
+            if mine in LAYERS and theirs not in {mine, "shared"} | LAYERS[mine]:
+                wrong.append(f"{name} -> {target}")
+            if mine == "shared" and theirs != "shared" and name != "tinymvlm":
+                wrong.append(f"{name} -> {target}")
+    assert not wrong, "imports against the layering: " + ", ".join(sorted(wrong))
+
+
+def test_the_layer_check_sees_an_upward_import():
+    assert area("tinymvlm.models.builtin") == "tinymvlm.models" and area("tinymvlm.errors") == "shared"
+    assert "tinymvlm.training" not in LAYERS["tinymvlm.models"]
+
+
+def readme_packages() -> dict[str, str]:
+    """The package -> folder rows of the README's "How the code is laid out" table."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## How the code is laid out", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|") for line in section.splitlines() if line.startswith("| `")]
+    return {row[1].strip(" `"): row[2].strip(" `/") for row in rows}
+
+
+def test_the_readme_names_every_package_and_its_folder():
+    named = readme_packages()
+    actual = {name: str(folder.relative_to(ROOT)) for name, folder in packages().items()}
+    assert named == actual

@@ -17,9 +17,8 @@ def test_every_test_has_a_timeout(request):
 
 
 def test_property_tests_are_derandomized_unless_exploring():
-    from hypothesis import settings
-
     from conftest import HYPOTHESIS_PROFILE
+    from hypothesis import settings
 
     if HYPOTHESIS_PROFILE == "ci":
         assert settings.default.derandomize and settings.default.database is None

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from . import killpoint
+from tinymvlm import killpoint
 
 
 @contextlib.contextmanager

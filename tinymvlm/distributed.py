@@ -17,7 +17,7 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
-from .errors import TmvError
+from tinymvlm.errors import TmvError
 
 # Rank 0 validates and writes checkpoints while the others wait at a barrier: allow for a long one.
 TIMEOUT = timedelta(minutes=60)
@@ -164,7 +164,7 @@ def record_failure(message: str) -> bool:
     import json
     import time
 
-    from .atomic import write_text
+    from tinymvlm.atomic import write_text
 
     # Atomic: the launcher may stop this process mid-write, and reading half a file fails its report.
     write_text(path, json.dumps({"message": message, "timestamp": int(time.time()), "tmv_time_ns": time.time_ns()}))

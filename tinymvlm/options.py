@@ -78,7 +78,7 @@ def to_flat(config: Any) -> dict[str, Any]:
 def from_flat(cls: type, values: dict[str, Any], where: str) -> Any:
     """A config from a flat mapping; unknown names and values of the wrong type are errors naming
     `where` (the file or the flags they came from)."""
-    from .errors import TmvError
+    from tinymvlm.errors import TmvError
 
     options = {o.name: o for o in options_of(cls)}
     unknown = sorted(set(values) - set(options))
@@ -97,7 +97,7 @@ def from_flat(cls: type, values: dict[str, Any], where: str) -> Any:
 
 
 def _checked(option: Option, value: Any, where: str) -> Any:
-    from .errors import TmvError
+    from tinymvlm.errors import TmvError
 
     if value is None or isinstance(value, option.type) and not (option.type is int and isinstance(value, bool)):
         return value
@@ -113,7 +113,7 @@ def _checked(option: Option, value: Any, where: str) -> Any:
 
 def check_choices(config: Any) -> None:
     """Refuse a value outside its field's declared choices."""
-    from .errors import TmvError
+    from tinymvlm.errors import TmvError
 
     for f in dataclasses.fields(config):
         choices = f.metadata.get("choices")
