@@ -4,7 +4,7 @@ search on torch, beside `python -c "import torch"`, each in a new process, inter
     python benchmarks/bench_cli_startup.py --checkpoint runs/tux [--runs 5]
 
 Builds a small index (a few generated images and captions) with the given checkpoint in a temporary
-user cache, so indexing writes the model's ONNX text encoder there (tinymvlm/text_onnx.py). Then each
+user cache, so indexing writes the model's ONNX text encoder there (tinymvlm/inference/text_onnx.py). Then each
 round runs every command once as a fresh process; printed are the median and minimum wall times, the
 load average (the machine may be shared), and whether the ONNX and torch searches return the same hits
 (same ids in the same order, scores within 1e-4). The torch search is the same command with a user

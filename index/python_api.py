@@ -13,7 +13,7 @@ $TMV_RUNS, or the built-in model (tinymvlm.models.builtin) when there is none. A
 re-embed with another one, pass `checkpoint=...` with `rebuild=True`. Any other model is refused, before it is even loaded (its
 fingerprint is in the checkpoint's metadata).
 
-A text query runs on the model's ONNX text encoder when there is one (tinymvlm/text_onnx.py) and the
+A text query runs on the model's ONNX text encoder when there is one (tinymvlm/inference/text_onnx.py) and the
 runtime asks for nothing else (a CUDA device, bf16): torch is then never imported, and the checkpoint's
 weights never read. Any other query, or a model without the file, uses torch, and writes the file for
 the next text search; `add` writes it too, as it has the model loaded anyway.
@@ -237,7 +237,7 @@ class Index:
     def search(self, query: str | None = None, image: str | Path | Sequence[str | Path] | None = None, k: int = 10,
                texts: bool = False, nprobe: int | None = None, ef_search: int | None = None,
                literal: bool = False) -> list[Hit]:
-        """Top-k images (or captions with `texts=True`) for a query (the grammar in query.py; `literal`:
+        """Top-k images (or captions with `texts=True`) for a query (the grammar in query_syntax.py; `literal`:
         the whole text as one phrase) and/or query image(s)."""
         images = [] if image is None else [str(image)] if isinstance(image, (str, Path)) else [str(i) for i in image]
         terms = parse_query(query, images, literal)  # a bad query fails before the index is opened

@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 
 def load(path: str | Path | None = None, device: str = "cpu"):
-    """Return `(model, preprocess, tokenizer)` for any model `--model` takes (see `models`): a
+    """Return `(model, preprocess, tokenizer)` for any model `--model` takes (see `tinymvlm.models.resolve`): a
     checkpoint file or run folder (its best checkpoint), `hf:ORG/NAME` or a Hugging Face CLIP/SigLIP
     folder, `open_clip:ARCH/TAG|FILE`, or "builtin" (the built-in model, see `tinymvlm.models.builtin`); None
     means the latest run's best, or the built-in model when there is no run. The open_clip contract that CLIP_benchmark uses:

@@ -1,7 +1,7 @@
-"""Fault suite, pairs files: every planted row (tests/hostile.py) is kept or skipped with its row number and
+"""Fault suite, pairs files: every planted row (tests/helpers/hostile.py) is kept or skipped with its row number and
 reason; long captions are truncated only at tokenisation; nothing usable is a one-line error.
 
-The basic bad-row cases are also in tests/test_data.py::test_bad_rows_are_skipped_with_row_numbers; this
+The basic bad-row cases are also in tests/data/test_data.py::test_bad_rows_are_skipped_with_row_numbers; this
 file plants them all in one file together with the rest (stray tabs and quotes, NUL bytes, URLs...).
 """
 

@@ -1,7 +1,7 @@
 """Fault suite, `tmv index` / `tmv search`: hostile image folders, SIGKILLs at every phase, a second writer
-and searches while an index is being written. Planted files and their expected outcomes: tests/hostile.py.
+and searches while an index is being written. Planted files and their expected outcomes: tests/helpers/hostile.py.
 
-Related tests elsewhere: simulated Ctrl-C and one API-level SIGKILL (tests/test_index.py), the lock held
+Related tests elsewhere: simulated Ctrl-C and one API-level SIGKILL (tests/index/test_index.py), the lock held
 by another process through the API (test_index.py::test_second_writer_is_refused_with_the_pid), a reader
 catching up with a changing catalogue (test_search.py::test_reader_catches_up_with_a_changing_catalogue).
 """

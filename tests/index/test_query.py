@@ -1,4 +1,4 @@
-"""The query grammar (index/query.py): ordinary text is never eaten, quotes and --literal make a
+"""The query grammar (index/query_syntax.py): ordinary text is never eaten, quotes and --literal make a
 phrase literal, weights exist only in expressions, a mistyped image path is an error."""
 
 from __future__ import annotations

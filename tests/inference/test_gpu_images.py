@@ -1,4 +1,4 @@
-"""The device-decode indexing path (`gpu_images`), run whole on the CPU: decode_jpeg takes a list of
+"""The device-decode indexing path (`gpu_decode`), run whole on the CPU: decode_jpeg takes a list of
 JPEGs on the CPU too. Its vectors match the Pillow path's, and every file it cannot decode as Pillow
 does (PNG, CMYK, EXIF-rotated, truncated, garbage) goes the CPU way with the CPU path's reason."""
 

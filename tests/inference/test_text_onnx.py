@@ -1,4 +1,4 @@
-"""Text searches on the ONNX export of the model's text path (tinymvlm/text_onnx.py): the same hits
+"""Text searches on the ONNX export of the model's text path (tinymvlm/inference/text_onnx.py): the same hits
 as torch, no torch imported, and torch whenever the file is missing, unreadable, foreign or unfit."""
 
 from __future__ import annotations

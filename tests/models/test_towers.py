@@ -89,7 +89,6 @@ def test_default_image_tower_falls_back_to_the_packaged_one_offline(monkeypatch,
 def test_a_hub_that_does_not_answer_within_3_s_is_unreachable_and_the_default_tower_falls_back(monkeypatch, caplog):
     """Not offline by setting: the probe to HF_ENDPOINT's host times out (3 s asked), so the default
     image tower is the packaged one, a hub-only tower is a one-line error, and the hub is probed once."""
-    from tinymvlm.models import towers
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.test")
@@ -99,7 +98,7 @@ def test_a_hub_that_does_not_answer_within_3_s_is_unreachable_and_the_default_to
         asked.append((address, timeout))
         raise TimeoutError("timed out")
 
-    monkeypatch.setattr(towers.socket, "create_connection", no_answer)
+    monkeypatch.setattr(hub.socket, "create_connection", no_answer)
     hub.reachable.cache_clear()
     try:
         model, arch, _ = load_image_tower(None)

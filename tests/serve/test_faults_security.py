@@ -2,8 +2,8 @@
 by every command without being unpickled; captions and paths stay text in `--html` pages; the source starts no
 shell (no shell keyword, os.system or popen), imports no pickle and has no unguarded torch.load.
 
-`tinymvlm.load` on a pickle is tests/test_checkpoint.py::test_a_pickle_posing_as_a_checkpoint_is_refused_without_running_it;
-the contact sheet on its own is tests/test_search.py::test_contact_sheet_escapes_paths_and_captions.
+`tinymvlm.load` on a pickle is tests/models/test_checkpoint.py::test_a_pickle_posing_as_a_checkpoint_is_refused_without_running_it;
+the contact sheet on its own is tests/cli/test_search.py::test_contact_sheet_escapes_paths_and_captions.
 """
 
 from __future__ import annotations

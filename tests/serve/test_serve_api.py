@@ -190,7 +190,7 @@ def test_thumbnails_and_originals_by_id_only(served):
 
 @pytest.mark.parametrize("path", [
     "/api/image/..%2f..%2f..%2fetc%2fpasswd", "/api/image/%2Fetc%2Fpasswd", "/api/thumb/1%2f..%2f2",
-    "/static/..%2fwebapp.py", "/static/%2e%2e/webapp.py", "/static/%2e%2e%2fserving.py", "/static//etc/passwd",
+    "/static/..%2fapp.py", "/static/%2e%2e/app.py", "/static/%2e%2e%2fservice.py", "/static//etc/passwd",
     "/api/image?path=/etc/passwd", "/api/image/-1",
 ])
 def test_traversal_attempts_are_refused(served, path):

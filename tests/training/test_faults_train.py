@@ -2,7 +2,7 @@
 logged), then `--resume latest`.
 
 That a resumed run replays the remaining steps exactly as an uninterrupted one (losses and weights) is
-also tests/test_train.py::test_resume_after_an_interruption_reproduces_the_uninterrupted_losses, with a
+also tests/training/test_train.py::test_resume_after_an_interruption_reproduces_the_uninterrupted_losses, with a
 simulated interruption; here the process really dies, the resumed run must take exactly the
 uninterrupted run's steps, and every file the killed process left must be whole.
 """

@@ -1,5 +1,5 @@
 """Retrieval evaluation of a checkpoint: embed every image and every caption of an evaluation set and
-measure recall@k both ways under the multi-caption protocol (see `metrics` for ties and duplicates).
+measure recall@k both ways under the multi-caption protocol (see `recall_at_k` for ties and duplicates).
 
 Shared by `tmv eval` and by training's per-epoch validation, so both report the same numbers.
 """

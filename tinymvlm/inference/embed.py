@@ -3,7 +3,7 @@ that evaluation, zero-shot classification, indexing and search queries all embed
 
 Images come from any source with `open(i, draft_size)` (files, dataset rows, arrays) and are decoded
 in threads between forward passes on a CPU, else in DataLoader workers (`Runtime.decode_threads`), or
-on the GPU for JPEG files (`gpu_images`). A source that may hold bad files is embedded with
+on the GPU for JPEG files (`gpu_decode`). A source that may hold bad files is embedded with
 `keep_going`: an image that fails to decode is reported with its position and reason, and its batch
 goes on without it.
 """

@@ -12,7 +12,7 @@ machine's cores shared among its torchrun processes, at most 8, and none for a j
 process on all its cores, then the model runs on all of them (torch threads: `model_threads_cpu`):
 worker processes beside the model would preempt its threads mid-layer (see benchmarks/bench_index.py).
 
-On CUDA, JPEG files decode and resize on the GPU (`gpu_images`): the CPU only reads their bytes.
+On CUDA, JPEG files decode and resize on the GPU (`gpu_decode`): the CPU only reads their bytes.
 `device_decode=False`, or TMV_DEVICE_DECODE=0 in the environment, keeps every decode on the CPU.
 """
 

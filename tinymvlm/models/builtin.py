@@ -2,7 +2,7 @@
 
 The packaged EfficientNet-Lite0 already names what a photo shows (its 1000 ImageNet classes), and
 MiniLM already places captions and class names in one space. The built-in model is that reading as an
-ordinary TinyClip with a label prior (see `prior`) whose linear heads make it exact:
+ordinary TinyClip with a label prior (see `label_prior`) whose linear heads make it exact:
 
     image -> softmax(classifier(features) / T) @ E - c        text -> MiniLM(caption) - c
 

@@ -22,7 +22,7 @@ class ModelConfig:
     see benchmarks/bench_recipe.py).
 
     `label_prior` adds the image tower's own class predictions, read through the text tower, to every
-    image embedding (see `prior`); it needs a pretrained tower that comes with its classifier and
+    image embedding (see `label_prior`); it needs a pretrained tower that comes with its classifier and
     class names (the packaged EfficientNet-Lite0, or a timm ImageNet model from the hub); with any
     other tower the model has none, and `tmv train` says which when it starts.
     """

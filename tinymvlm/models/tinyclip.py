@@ -57,7 +57,7 @@ class TinyClip(nn.Module):
 
     def project_image(self, features: torch.Tensor) -> torch.Tensor:
         """The image head's output, plus the text head's reading of the tower's class predictions
-        when the model has a label prior (see `prior`)."""
+        when the model has a label prior (see `label_prior`)."""
         emb = self.image_proj(features)
         if self.label_prior is not None:
             emb = emb + self.text_proj(self.label_prior(features))

@@ -124,7 +124,7 @@ def selection_score(metrics: dict[str, float]) -> float:
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    """Dropout randomness of one rank in one epoch (augmentation is seeded per sample: train_data.augment)."""
+    """Dropout randomness of one rank in one epoch (augmentation is seeded per sample: batches.augment)."""
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
