@@ -54,9 +54,9 @@ def _skip_reason(report) -> str:
 
 
 def _record(report) -> None:
-    if strict() and report.skipped and not hasattr(report, "wasxfail"):
-        if not is_allowed(report.nodeid, allowed_skips()):
-            _unexpected.append((report.nodeid, _skip_reason(report)))
+    unexpected = report.skipped and not hasattr(report, "wasxfail")  # an xfail is reported as skipped too
+    if strict() and unexpected and not is_allowed(report.nodeid, allowed_skips()):
+        _unexpected.append((report.nodeid, _skip_reason(report)))
 
 
 def pytest_runtest_logreport(report) -> None:

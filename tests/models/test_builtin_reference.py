@@ -65,7 +65,8 @@ def test_the_builtin_model_is_the_documented_reading_at_temperature_1_5(builtin_
     assert torch.allclose(got, expected, atol=2e-4)
     for other in (1.0, 2.0):  # the comparison tells temperatures apart
         assert not torch.allclose(got, _image_reading(features, weight, bias, classes, other), atol=1e-2)
-    uncentred = torch.nn.functional.normalize(((features @ weight.T + bias) / TEMPERATURE).softmax(-1) @ classes, dim=-1)
+    probabilities = ((features @ weight.T + bias) / TEMPERATURE).softmax(-1)
+    uncentred = torch.nn.functional.normalize(probabilities @ classes, dim=-1)
     assert not torch.allclose(got, uncentred, atol=1e-2)
     captions = ["a photo of a dog", "a red bicycle leaning on a wall", "two cats"]
     batch = tokenize(tokenizer, captions, model.config.context_length)

@@ -10,8 +10,9 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
-from helpers.serving import ServerProcess, build_index
 from PIL import Image
+
+from helpers.serving import ServerProcess, build_index
 
 
 def _png(size: int, seed: int) -> bytes:
@@ -54,7 +55,8 @@ def test_an_upload_from_a_foreign_page_is_refused_and_one_from_the_servers_own_p
     search = server.url + "api/search?k=3"
     refused = httpx.post(search, content=image, headers={"origin": "http://evil.example"}, timeout=60)
     assert refused.status_code == 403
-    assert refused.json()["error"] == "refused: a request from the page at 'http://evil.example', which is not this server's"
+    assert refused.json()["error"] == ("refused: a request from the page at 'http://evil.example', "
+                                       "which is not this server's")
     for origin in (f"http://127.0.0.1:{port}", f"http://photos.lan:{port}"):
         answered = httpx.post(search, content=image, headers={"origin": origin}, timeout=60)
         assert answered.status_code == 200, answered.text

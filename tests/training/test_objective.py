@@ -187,8 +187,9 @@ def test_best_epoch_is_the_mean_of_six_recalls_on_metrics_that_disagree(tiny_mod
 
 def _shades(folder: Path, shades: list[int]) -> Path:
     """Solid squares of the 8 named colours, each at the given brightness shifts, captioned by colour."""
-    from conftest import COLOURS
     from PIL import Image
+
+    from conftest import COLOURS
 
     folder.mkdir(parents=True)
     for name, rgb in COLOURS.items():

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import noise_images
 
+from conftest import noise_images
 from tinymvlm.data.pairs import load_pairs
 
 SPLIT_SCRIPT = """
