@@ -57,7 +57,6 @@ def test_the_builtin_model_is_the_documented_reading_at_temperature_1_5(builtin_
 
     weight, bias, classes, encode = reference
     model, tokenizer, meta = load_checkpoint(builtin_checkpoint)
-    assert meta["info"]["temperature"] == TEMPERATURE
     features = 2 * torch.rand(4, weight.shape[1], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         got = model.project_image(features)
@@ -73,3 +72,4 @@ def test_the_builtin_model_is_the_documented_reading_at_temperature_1_5(builtin_
     with torch.no_grad():
         text = model.encode_text(batch["input_ids"], batch["attention_mask"])
     assert torch.allclose(text, torch.nn.functional.normalize(encode(captions) - classes.mean(0), dim=-1), atol=2e-4)
+    assert meta["info"]["temperature"] == TEMPERATURE  # what the checkpoint says of itself, last

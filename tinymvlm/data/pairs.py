@@ -169,6 +169,8 @@ def image_bytes(image) -> bytes:
         image = image.get("path")
     if isinstance(image, (str, Path)):
         return Path(image).read_bytes()
+    if image is None:
+        raise OSError("the row holds no image")
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
