@@ -20,6 +20,8 @@ Configurations (YAML under examples/):
                                            no label prior, 10 epochs
   ours            tuxpaint.yaml            the default small-data recipe
   ours-2min       tuxpaint-fast.yaml       the same recipe cut to fit two minutes
+  ours-no-prior   tuxpaint.yaml            the default recipe without the label prior
+                                           (--no-label-prior): what the prior is worth
   full-finetune   tuxpaint-full.yaml       everything unfrozen like the original, with bf16, 144 px
                                            training crops, activation checkpointing and dynamic padding
                                            (3 epochs: speed and memory only)
@@ -46,6 +48,7 @@ CONFIGS = {  # name: (YAML under examples/, extra flags)
     "original": ("tuxpaint-original.yaml", []),
     "ours": ("tuxpaint.yaml", []),
     "ours-2min": ("tuxpaint-fast.yaml", []),
+    "ours-no-prior": ("tuxpaint.yaml", ["--no-label-prior"]),
     "full-finetune": ("tuxpaint-full.yaml", ["--epochs", "3"]),
 }
 KEYS = ["t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10"]

@@ -59,3 +59,28 @@ def test_bad_input_is_one_line(colour_folder, tiny_checkpoint, args, message):
     result = CliRunner().invoke(cli, ["score", *args, "--checkpoint", str(tiny_checkpoint)])
     assert result.exit_code == 2
     assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_probabilities_are_the_softmax_at_the_models_own_temperature(tmp_path, colour_folder, tiny_checkpoint):
+    """A model saved with inverse temperature 20: every probability `tmv score` prints is
+    exp(20 s) / sum exp(20 s') over the image's similarities s (numpy, float64), not a softmax at 1."""
+    import numpy as np
+    import torch
+
+    from tinymvlm.models.checkpoint import load_checkpoint, save_checkpoint
+
+    model, tokenizer, _ = load_checkpoint(tiny_checkpoint)
+    with torch.no_grad():
+        model.logit_scale.fill_(np.log(20.0))
+    warm = tmp_path / "scale20.safetensors"
+    save_checkpoint(warm, model, tokenizer)
+    images = [str(colour_folder / "red.png"), str(colour_folder / "yellow.png")]
+    result = CliRunner().invoke(cli, ["score", *images, "--captions", *CAPTIONS, "--checkpoint", str(warm),
+                                      "--precision", "fp32", "--json"])
+    assert result.exit_code == 0, result.output
+    for record in map(json.loads, result.stdout.splitlines()):
+        similarity = np.array([c["similarity"] for c in record["captions"]], dtype=np.float64)
+        expected = np.exp(20 * similarity) / np.exp(20 * similarity).sum()
+        assert [c["probability"] for c in record["captions"]] == pytest.approx(expected.tolist(), abs=2e-6)
+        at_one = np.exp(similarity) / np.exp(similarity).sum()
+        assert np.abs(expected - at_one).max() > 1e-3  # the test tells the temperatures apart

@@ -34,7 +34,7 @@ def test_the_packaged_tower_comes_with_its_imagenet_classifier_and_names():
     assert classifier is not None and len(classifier.names) == classifier.layer.out_features == 1000
     assert classifier.names[273] == "dingo" and classifier.names[281] == "tabby"
     reference = packaged_efficientnet_lite0(num_classes=1000).eval()
-    pixels = torch.randn(2, 3, 64, 64)
+    pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         features = tower.eval()(pixels)
         assert features.shape == (2, 1280)  # features only: the classifier is taken off
@@ -73,7 +73,7 @@ def test_the_prior_is_frozen_and_survives_a_checkpoint(tiny_prior_config, tmp_pa
     path = tmp_path / "model.safetensors"
     save_checkpoint(path, model, tokenizer)
     loaded, _, _ = load_checkpoint(path)
-    pixels = torch.randn(3, 3, 32, 32)
+    pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(model.eval().encode_image(pixels), loaded.encode_image(pixels))
         without = model.image_proj(model.image_features(pixels))

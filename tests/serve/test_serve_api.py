@@ -350,10 +350,12 @@ service.close()
 
 def test_a_read_only_index_serves(tmp_path, tiny_checkpoint):
     """On a real read-only file system (a read-only bind mount in a private mount namespace), of an
-    index no process has open, so SQLite finds no -wal/-shm files it could use."""
-    if shutil.which("unshare") is None or subprocess.run(
-            ["unshare", "-m", "true"], capture_output=True).returncode != 0:
-        pytest.skip("needs 'unshare -m' (root in a Linux container or VM) for a read-only mount")
+    index no process has open, so SQLite finds no -wal/-shm files it could use. Root makes the
+    namespace itself; another user makes it inside a user namespace of its own (`unshare -r`)."""
+    unshare = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-r", "-m"]
+    if shutil.which("unshare") is None or subprocess.run([*unshare, "true"], capture_output=True).returncode != 0:
+        pytest.skip(f"needs '{' '.join(unshare)}' for a read-only mount (root, or unprivileged user namespaces); "
+                    "CI runs as root")
     folder, _ = build_index(tmp_path, tiny_checkpoint, captions=False)
     assert sorted(p.name for p in folder.iterdir() if "sqlite" in p.name) == ["catalog.sqlite"]
     mount = tmp_path / "mnt"
@@ -361,7 +363,7 @@ def test_a_read_only_index_serves(tmp_path, tiny_checkpoint):
     (tmp_path / "serve_ro.py").write_text(READ_ONLY_SCRIPT)
     shell = (f'mount --bind "{folder}" "{mount}" && mount -o remount,bind,ro "{mount}" && '
              f'exec "{sys.executable}" "{tmp_path / "serve_ro.py"}" "{mount}" - "{Path(__file__).parents[1]}"')
-    result = subprocess.run(["unshare", "-m", "sh", "-c", shell], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([*unshare, "sh", "-c", shell], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(json.loads(result.stdout.splitlines()[-1])) == 3
 

@@ -157,13 +157,13 @@ def test_each_images_crop_is_seeded_by_the_image_and_epoch_alone(tiny_model_conf
     first = dataset[2][0]
     torch.manual_seed(123)
     random.seed(123)
-    drawn = torch.rand(1).item(), random.random()
+    drawn = torch.rand(1).item(), random.random()  # global-stream: seeded just above, on purpose
     assert not torch.equal(dataset[1][0], first)
     assert torch.equal(dataset[2][0], first)  # the same crop after other draws and other items
     torch.manual_seed(123)
     random.seed(123)
     dataset[0]
-    assert (torch.rand(1).item(), random.random()) == drawn  # a crop leaves the global streams alone
+    assert (torch.rand(1).item(), random.random()) == drawn  # global-stream: a crop leaves the global streams alone
     dataset.set_epoch(0, 1)
     assert not torch.equal(dataset[2][0], first)  # another epoch, another crop
 

@@ -61,6 +61,11 @@ class FileImages:
     def describe(self, i: int) -> str:
         return str(self.paths[i])
 
+    def digest(self, i: int) -> bytes:
+        """A hash of the file's bytes: the image's identity wherever the file or its pairs file sits."""
+        with open(self.paths[i], "rb") as fh:
+            return hashlib.file_digest(fh, _blake2b).digest()
+
     def subset(self, indices: Sequence[int]) -> "FileImages":
         return FileImages([self.paths[i] for i in indices])
 
@@ -84,6 +89,20 @@ class DatasetImages:
 
     def describe(self, i: int) -> str:
         return f"row {self.rows[i]}"
+
+    def digest(self, i: int) -> bytes:
+        """A hash of the image's encoded bytes as the dataset stores them (read undecoded)."""
+        return _blake2b(image_bytes(self._undecoded()[self.rows[i]][self.column])).digest()
+
+    def _undecoded(self):
+        """The column with images left as their stored bytes (made once)."""
+        if getattr(self, "_raw", None) is None:
+            self._raw = self.dataset
+            if type(self.dataset.features[self.column]).__name__ == "Image":
+                import datasets
+
+                self._raw = self.dataset.cast_column(self.column, datasets.Image(decode=False))
+        return self._raw
 
     def subset(self, indices: Sequence[int]) -> "DatasetImages":
         out = DatasetImages.__new__(DatasetImages)
@@ -115,17 +134,46 @@ class PairSet:
                        self.images.subset(indices), list(self.skipped if skipped is None else skipped),
                        [self.origins[i] for i in indices] if self.origins else [])
 
-    def split(self, fraction: float) -> tuple["PairSet", "PairSet"]:
-        """Hold out about `fraction` of the images, chosen by a hash of each key: the same image
-        always lands on the same side, whatever the order or the other rows. The source's skipped
-        rows go with the training side only, so they are reported once."""
-        held = [i for i, k in enumerate(self.keys) if _unit_hash(k) < fraction]
-        kept = [i for i, k in enumerate(self.keys) if _unit_hash(k) >= fraction]
+    def split(self, fraction: float, workers: int = 4) -> tuple["PairSet", "PairSet"]:
+        """Hold out about `fraction` of the images, chosen by a hash of each image's content (its file's
+        bytes, or a dataset's encoded image bytes): the same image always lands on the same side,
+        whatever the order, the other rows, the pairs file's folder, the working folder or the process
+        (no salted `hash()`), and copies of one image land together. The source's skipped rows go
+        with the training side only, so they are reported once."""
+        with ThreadPoolExecutor(workers) as pool:
+            units = list(pool.map(self._unit, range(len(self))))
+        held = [i for i, u in enumerate(units) if u < fraction]
+        kept = [i for i, u in enumerate(units) if u >= fraction]
         return self.subset(kept, f"{self.name} (train)"), self.subset(held, f"{self.name} (val)", skipped=[])
 
+    def _unit(self, i: int) -> float:
+        """Image i's place in [0, 1): its content hash; an image that cannot be read (it is dropped
+        later, whichever side it lands on) falls back to its key."""
+        try:
+            digest = self.images.digest(i)
+        except OSError:
+            digest = _blake2b(self.keys[i].encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
 
-def _unit_hash(key: str) -> float:
-    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 2**32
+
+def _blake2b(data: bytes = b"") -> "hashlib.blake2b":
+    return hashlib.blake2b(data, digest_size=16)
+
+
+def image_bytes(image) -> bytes:
+    """The bytes that identify an image value of a dataset: its encoded bytes, its file's bytes, or
+    (a decoded image) its pixels as PNG."""
+    if isinstance(image, dict):
+        if image.get("bytes"):
+            return image["bytes"]
+        image = image.get("path")
+    if isinstance(image, (str, Path)):
+        return Path(image).read_bytes()
+    if image is None:
+        raise OSError("the row holds no image")
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 # ------------------------------------------------------------------------------------------ dispatch
@@ -481,7 +529,5 @@ def _content_key(image) -> str:
     elif isinstance(image, (str, Path)):
         data = str(image).encode()
     else:
-        buffer = io.BytesIO()
-        image.save(buffer, "PNG")
-        data = buffer.getvalue()
+        data = image_bytes(image)
     return hashlib.sha1(data).hexdigest()[:16]

@@ -1,0 +1,75 @@
+"""The built-in model against its documented reading (tinymvlm/models/builtin.py, version 1), rebuilt
+here from the packaged pieces and never from the saved model:
+
+    image -> normalize(softmax(classifier(features) / 1.5) @ E - c)   text -> normalize(MiniLM(caption) - c)
+
+E: MiniLM's mean-pooled embedding of "a photo of a {name}." for each ImageNet class (the first of
+timm's WordNet synonyms), rounded to half precision; c: E's mean; 1.5: the temperature. When the
+built-in model's version changes what it reads, this file changes with it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+TEMPERATURE = 1.5
+TEMPLATE = "a photo of a {}."
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """(classifier weight, bias, E, mean-pooling MiniLM encoder) built from the installed packages."""
+    from timm.data import ImageNetInfo
+    from transformers import AutoModel, AutoTokenizer
+
+    from tinymvlm.models.towers import packaged_efficientnet_lite0, packaged_text_path
+
+    tower = packaged_efficientnet_lite0(num_classes=1000)
+    weight, bias = tower.classifier.weight.detach().clone(), tower.classifier.bias.detach().clone()
+    info = ImageNetInfo("imagenet-1k")
+    names = [info.index_to_description(i).split(",")[0] for i in range(1000)]
+    tokenizer = AutoTokenizer.from_pretrained(packaged_text_path())
+    minilm = AutoModel.from_pretrained(packaged_text_path()).eval()
+
+    @torch.no_grad()
+    def encode(texts: list[str]) -> torch.Tensor:
+        rows = []
+        for start in range(0, len(texts), 100):
+            batch = tokenizer(texts[start:start + 100], padding=True, return_tensors="pt")
+            hidden = minilm(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            rows.append((hidden * mask).sum(1) / mask.sum(1))
+        return torch.cat(rows)
+
+    classes = encode([TEMPLATE.format(n) for n in names]).half().float()
+    return weight, bias, classes, encode
+
+
+def _image_reading(features, weight, bias, classes, temperature):
+    probabilities = ((features @ weight.T + bias) / temperature).softmax(-1)
+    return torch.nn.functional.normalize(probabilities @ classes - classes.mean(0), dim=-1)
+
+
+def test_the_builtin_model_is_the_documented_reading_at_temperature_1_5(builtin_checkpoint, reference):
+    from tinymvlm.models.checkpoint import load_checkpoint
+    from tinymvlm.models.tokenizer import tokenize
+
+    weight, bias, classes, encode = reference
+    model, tokenizer, meta = load_checkpoint(builtin_checkpoint)
+    features = 2 * torch.rand(4, weight.shape[1], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        got = model.project_image(features)
+    expected = _image_reading(features, weight, bias, classes, TEMPERATURE)
+    assert torch.allclose(got, expected, atol=2e-4)
+    for other in (1.0, 2.0):  # the comparison tells temperatures apart
+        assert not torch.allclose(got, _image_reading(features, weight, bias, classes, other), atol=1e-2)
+    probabilities = ((features @ weight.T + bias) / TEMPERATURE).softmax(-1)
+    uncentred = torch.nn.functional.normalize(probabilities @ classes, dim=-1)
+    assert not torch.allclose(got, uncentred, atol=1e-2)
+    captions = ["a photo of a dog", "a red bicycle leaning on a wall", "two cats"]
+    batch = tokenize(tokenizer, captions, model.config.context_length)
+    with torch.no_grad():
+        text = model.encode_text(batch["input_ids"], batch["attention_mask"])
+    assert torch.allclose(text, torch.nn.functional.normalize(encode(captions) - classes.mean(0), dim=-1), atol=2e-4)
+    assert meta["info"]["temperature"] == TEMPERATURE  # what the checkpoint says of itself, last
