@@ -102,13 +102,14 @@ def print_report(report, folder, verbose: bool, prefix: str = "") -> None:
 
 
 def passed_over_summary(paths) -> str:
-    """One line counting the files that are no pictures by kind, most first: '12 videos, 3 documents
-    not indexed'."""
+    """One line counting the files that are no pictures by kind, most first (ties in FILE_KINDS' order):
+    '12 videos, 3 documents not indexed'."""
     from collections import Counter
 
     from tinymvlm.image_files import FILE_KINDS, file_kind
 
-    kinds = Counter(file_kind(path) for path in paths).most_common()
+    counts = Counter(file_kind(path) for path in paths)
+    kinds = sorted(counts.items(), key=lambda item: (-item[1], list(FILE_KINDS).index(item[0])))
     return ", ".join(f"{n} {FILE_KINDS[kind] if n > 1 else kind}" for kind, n in kinds) + " not indexed"
 
 
