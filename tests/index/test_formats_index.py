@@ -92,3 +92,21 @@ def test_tmv_index_names_what_it_passed_over_and_search_refuses_a_file_that_is_n
     found = subprocess.run([*tmv, "search", "phone.heic", "--index", str(tmp_path / "idx"), "--paths-only"], cwd=photos,
                            capture_output=True, text=True, env=fresh_env, timeout=300)
     assert found.returncode == 0 and found.stdout.splitlines()[0] == str(photos / "phone.heic"), found.stderr
+
+
+def test_a_query_naming_a_file_that_is_no_picture_is_refused_unless_quoted(tmp_path, monkeypatch):
+    from tinymvlm.index.query_syntax import Term, parse_query
+
+    from tinymvlm.errors import TmvError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("words\n")
+    (tmp_path / "README").write_text("words\n")
+    for query in ["./notes.txt", "notes.txt", f"{tmp_path}/notes.txt", "cat + notes.txt:2"]:
+        with pytest.raises(TmvError, match="not a picture tmv reads .* quote them"):
+            parse_query(query)
+    with pytest.raises(TmvError, match="--image notes.txt names a file that is not a picture"):
+        parse_query(None, images=["notes.txt"])
+    assert parse_query('"./notes.txt"') == [Term(1.0, text="./notes.txt")]
+    assert parse_query("README") == [Term(1.0, text="README")]  # one word without an extension stays text
+    assert parse_query("notes.txt and more") == [Term(1.0, text="notes.txt and more")]
