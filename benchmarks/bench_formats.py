@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_index import make_jpegs  # noqa: E402
+
 from helpers.formats import write, write_dng  # noqa: E402
 
 NAMES = ["photo.jpg", "photo.png", "photo.webp", "photo.tiff", "photo.jp2", "photo.ppm", "photo.heic",

@@ -72,10 +72,11 @@ def _looks_like_path(term: str) -> bool:
     return os.sep in term or "/" in term or one_word
 
 
-def _not_a_picture(term: str, what: str) -> TmvError:
+def _not_a_picture(term: str, what: str, words: bool = True) -> TmvError:
     ext = os.path.splitext(term)[1]
+    hint = f", or to search the words, quote them: '\"{term}\"'" if words else ""
     return TmvError(f"{what} names a file that is not a picture tmv reads ({ext or 'no extension'}); "
-                    f"give an image file, or to search the words, quote them: '\"{term}\"'")
+                    f"give an image file{hint}")
 
 
 def _split(text: str) -> list[str]:
@@ -126,7 +127,7 @@ def parse_query(text: str | None, images: Sequence[str] = (), literal: bool = Fa
         if not _is_file(image):
             raise TmvError(f"--image {image}: no such file")
         if not is_image_name(image):
-            raise _not_a_picture(image, f"--image {image}")
+            raise _not_a_picture(image, f"--image {image}", words=False)
         terms.append(Term(1.0, image=_expand(image)))
     if literal and text and text.strip():
         terms.append(Term(1.0, text=text.strip()))

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers.formats import NAMES, make_folder, pattern, write_dng
 from PIL import Image
 
+from helpers.formats import NAMES, make_folder, pattern, write_dng
 from tinymvlm.data.transform import load_image
 from tinymvlm.image_files import FILE_KINDS, file_kind, is_image_name, iter_image_files, picture_extensions
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.formats import NAMES, make_folder
 from PIL import Image
-from tinymvlm.index import Index
-from tinymvlm.serve.thumbnails import make_thumbnail
 
+from helpers.formats import NAMES, make_folder
 from tinymvlm.data.transform import load_image
+from tinymvlm.index import Index
 from tinymvlm.inference.runtime import Runtime
+from tinymvlm.serve.thumbnails import make_thumbnail
 
 FAST = Runtime(batch_size=8, workers=0)
 OTHERS = {"clip.mp4": "video", "holiday.MOV": "video", "notes.txt": "document", "scan.pdf": "document"}
@@ -95,9 +95,8 @@ def test_tmv_index_names_what_it_passed_over_and_search_refuses_a_file_that_is_n
 
 
 def test_a_query_naming_a_file_that_is_no_picture_is_refused_unless_quoted(tmp_path, monkeypatch):
-    from tinymvlm.index.query_syntax import Term, parse_query
-
     from tinymvlm.errors import TmvError
+    from tinymvlm.index.query_syntax import Term, parse_query
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("words\n")
