@@ -123,3 +123,15 @@ def test_heic_orientation_is_applied(tmp_path):
         image = np.asarray(load_image(tmp_path / name), dtype=int)
         assert image.shape == (96, 64, 3), name
         assert image[:30, :, 0].mean() > 150 > image[:30, :, 2].mean(), name
+
+
+def test_jpeg2000_decodes_at_a_reduced_scale_near_the_draft_size(tmp_path):
+    picture = pattern(7, (512, 384)).resize((1024, 768), Image.Resampling.BILINEAR)
+    picture.save(tmp_path / "many.jp2")  # OpenJPEG's default: 5 halvings available
+    picture.save(tmp_path / "few.j2k", num_resolutions=2)  # one halving only: never asked for more
+    assert load_image(tmp_path / "many.jp2", (224, 224)).size == (512, 384)  # a half would be under 224 high
+    many, few = load_image(tmp_path / "many.jp2", (100, 100)), load_image(tmp_path / "few.j2k", (100, 100))
+    assert many.size == (256, 192) and few.size == (512, 384)
+    for reduced in (many, few):  # the same picture (the wavelet's low band softens edges: compared coarse)
+        coarse = [np.asarray(i.resize((64, 48), Image.Resampling.BOX), dtype=int) for i in (reduced, picture)]
+        assert np.abs(coarse[0] - coarse[1]).mean() < 8  # another picture: about 80

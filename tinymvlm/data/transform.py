@@ -64,11 +64,34 @@ def _check_pixels(width: int, height: int) -> None:
 
 
 def _decode(image: Image.Image, draft_size: tuple[int, int] | None) -> None:
-    """Load an opened image's pixels, refusing a bomb first; JPEGs at a reduced scale near `draft_size`."""
+    """Load an opened image's pixels, refusing a bomb first; JPEGs and JPEG 2000s at a reduced scale
+    near `draft_size` (never below it)."""
     _check_pixels(image.width, image.height)
     if draft_size is not None and image.format == "JPEG":
         image.draft("RGB", draft_size)
+    elif draft_size is not None and image.format == "JPEG2000":
+        fits = min(image.width // draft_size[0], image.height // draft_size[1])
+        image.reduce = min(max(fits, 1).bit_length() - 1, _jpeg2000_levels(image))
     image.load()
+
+
+def _jpeg2000_levels(image: Image.Image) -> int:
+    """How many halvings a JPEG 2000 codestream holds (its COD segment's decomposition levels), which
+    bounds how small OpenJPEG may decode it; 0 when the header cannot be read."""
+    image.fp.seek(0)
+    header = image.fp.read(65536)
+    at = header.find(b"\xff\x4f\xff\x51")  # start of codestream, then the SIZ segment
+    if at < 0:
+        return 0
+    at += 2
+    while at + 10 <= len(header) and header[at] == 0xFF:
+        marker, length = header[at + 1], int.from_bytes(header[at + 2:at + 4], "big")
+        if marker == 0x52:  # COD: length, style, progression order, layers (2), transform, levels
+            return header[at + 9]
+        if marker == 0x90:  # the first tile: no COD in the main header
+            return 0
+        at += 2 + length
+    return 0
 
 
 def load_image(path: str | Path, draft_size: tuple[int, int] | None = None) -> Image.Image:
