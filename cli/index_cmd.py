@@ -68,6 +68,8 @@ class RichProgress:
 def print_report(report, folder, verbose: bool, prefix: str = "") -> None:
     from rich.markup import escape
 
+    from tinymvlm.image_files import file_kind, printable
+
     parts = [f"{report.scanned} image files", f"{report.unchanged} unchanged", f"{report.embedded} embedded"]
     for name in ("added", "updated", "moved", "copied", "touched", "removed"):
         if getattr(report, name):
@@ -89,9 +91,26 @@ def print_report(report, folder, verbose: bool, prefix: str = "") -> None:
         if verbose:
             for path, reason in report.known_bad:
                 err.print(f"  {escape(path)}: {escape(reason)}")
+    if report.passed_over:
+        err.print(passed_over_summary(report.passed_over) + ("" if verbose else "; -v lists them"))
+        if verbose:
+            for path in report.passed_over:
+                err.print(f"  {escape(printable(path))} ({file_kind(path)})", soft_wrap=True)
     counts = report.counts
     err.print(f"index {escape(str(folder))}: {counts.get('images', 0)} images, {counts.get('captions', 0)} captions",
               soft_wrap=True)
+
+
+def passed_over_summary(paths) -> str:
+    """One line counting the files that are no pictures by kind, most first (ties in FILE_KINDS' order):
+    '12 videos, 3 documents not indexed'."""
+    from collections import Counter
+
+    from tinymvlm.image_files import FILE_KINDS, file_kind
+
+    counts = Counter(file_kind(path) for path in paths)
+    kinds = sorted(counts.items(), key=lambda item: (-item[1], list(FILE_KINDS).index(item[0])))
+    return ", ".join(f"{n} {FILE_KINDS[kind] if n > 1 else kind}" for kind, n in kinds) + " not indexed"
 
 
 def nothing_indexed(report) -> str:

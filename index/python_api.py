@@ -184,6 +184,7 @@ class Index:
         plan = plan_images(catalog, roots, exclude, progress.scanned, keep)
         progress.planned(plan)
         report.scanned, report.unchanged, report.known_bad = plan.scanned, plan.unchanged, plan.known_bad
+        report.passed_over = plan.passed_over
         apply_metadata(catalog, plan, report)
         if not plan.embed:
             return

@@ -17,7 +17,8 @@ The grammar, designed so that ordinary text is never eaten:
   quote (an apostrophe, a lone '"') is text. `literal=True` (`tmv search --literal`) takes the whole
   query as one phrase.
 * A term that looks like an image file (an image extension, and a path separator or no spaces) but
-  names no existing file is an error, so a mistyped path is never searched as words.
+  names no existing file is an error, so a mistyped path is never searched as words; so is a term that
+  names an existing file which is no picture ('./notes.txt'): quoted, either is searched as words.
 
 The query vector is the weighted sum of the terms' embeddings, normalised (search.combine).
 """
@@ -65,6 +66,19 @@ def looks_like_image_path(term: str) -> bool:
     return is_image_name(term) and (os.sep in term or "/" in term or not any(c.isspace() for c in term))
 
 
+def _looks_like_path(term: str) -> bool:
+    """A folder in it, or one word with an extension: 'docs/notes', 'notes.txt'."""
+    one_word = os.path.splitext(term)[1] != "" and not any(c.isspace() for c in term)
+    return os.sep in term or "/" in term or one_word
+
+
+def _not_a_picture(term: str, what: str, words: bool = True) -> TmvError:
+    ext = os.path.splitext(term)[1]
+    hint = f", or to search the words, quote them: '\"{term}\"'" if words else ""
+    return TmvError(f"{what} names a file that is not a picture tmv reads ({ext or 'no extension'}); "
+                    f"give an image file{hint}")
+
+
 def _split(text: str) -> list[str]:
     """Terms with the lone operators between them: [term, op, term, ...]; a quoted phrase is never split."""
     parts = [""]
@@ -98,6 +112,8 @@ def _term(part: str, sign: float, expression: bool) -> Term:
         part, weight = match.group(1).strip(), _weight(match.group(2), match.group(1))
     if is_image_name(part) and _is_file(part):
         return Term(sign * weight, image=_expand(part))
+    if _looks_like_path(part) and _is_file(part):
+        raise _not_a_picture(part, f"query term {part!r}")
     if looks_like_image_path(part):
         raise TmvError(f"query term {part!r} looks like an image file, but there is no such file; "
                        f"to search the words, quote them: '\"{part}\"'")
@@ -110,6 +126,8 @@ def parse_query(text: str | None, images: Sequence[str] = (), literal: bool = Fa
     for image in images:
         if not _is_file(image):
             raise TmvError(f"--image {image}: no such file")
+        if not is_image_name(image):
+            raise _not_a_picture(image, f"--image {image}", words=False)
         terms.append(Term(1.0, image=_expand(image)))
     if literal and text and text.strip():
         terms.append(Term(1.0, text=text.strip()))

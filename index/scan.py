@@ -54,6 +54,7 @@ class Plan:
     failed: list[tuple[FileStat, str]] = field(default_factory=list)  # unreadable while scanning/hashing
     known_bad: list[tuple[str, str]] = field(default_factory=list)  # path, reason from an earlier run
     forget_skips: list[str] = field(default_factory=list)  # skip records of files no longer there
+    passed_over: list[str] = field(default_factory=list)  # files that are no pictures (videos, documents...)
 
     @property
     def scanned(self) -> int:
@@ -73,13 +74,15 @@ def normalise_roots(paths: Iterable[str | Path]) -> list[str]:
     return sorted(set(roots))
 
 
-def walk(roots: Sequence[str], exclude: Sequence[str] = (),
-         on_file: Callable[[int], None] | None = None) -> tuple[dict[str, FileStat], list[tuple[FileStat, str]]]:
-    """Stat every image file under `roots`: ({path: stat}, [(file, reason) that cannot be stat'ed])."""
+def walk(roots: Sequence[str], exclude: Sequence[str] = (), on_file: Callable[[int], None] | None = None
+         ) -> tuple[dict[str, FileStat], list[tuple[FileStat, str]], list[str]]:
+    """Stat every image file under `roots`: ({path: stat}, [(file, reason) that cannot be stat'ed],
+    [the other files, passed over])."""
     found: dict[str, FileStat] = {}
     failed: list[tuple[FileStat, str]] = []
+    others: list[Path] = []
     for root in roots:
-        for file in iter_image_files(root, exclude):
+        for file in iter_image_files(root, exclude, others):
             path = os.fspath(file)
             if path in found:
                 continue
@@ -91,7 +94,7 @@ def walk(roots: Sequence[str], exclude: Sequence[str] = (),
             found[path] = FileStat(path, st.st_size, st.st_mtime_ns)
             if on_file is not None:
                 on_file(len(found))
-    return found, failed
+    return found, failed, sorted(set(map(os.fspath, others)))
 
 
 def file_hash(path: str) -> str:
@@ -120,13 +123,14 @@ def plan_images(catalog: Catalog, roots: Sequence[str], exclude: Sequence[str] =
                 on_file: Callable[[int], None] | None = None, keep: Callable[[str], bool] | None = None) -> Plan:
     """Scan `roots` and decide, file by file, the least work that brings the catalogue up to date.
     `keep` limits the run to the files it accepts (a shard's share, shard.py), before any is hashed."""
-    found, stat_failed = walk(roots, exclude, on_file)
+    found, stat_failed, passed_over = walk(roots, exclude, on_file)
     if keep is not None:
         found = {path: st for path, st in found.items() if keep(path)}
         stat_failed = [(st, reason) for st, reason in stat_failed if keep(st.path)]
+        passed_over = [path for path in passed_over if keep(path)]
     rows = catalog.images_under(roots)
     skips = catalog.skipped_under(roots)
-    plan = Plan(failed=list(stat_failed))
+    plan = Plan(failed=list(stat_failed), passed_over=passed_over)
     unstatable = {st.path for st, _ in stat_failed}  # still there, still failing: keep their records
     plan.forget_skips = [p for p in skips if p not in found and p not in unstatable]
 

@@ -48,6 +48,7 @@ class IndexReport:
     removed: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), this run
     known_bad: list[tuple[str, str]] = field(default_factory=list)  # unchanged files that failed before
+    passed_over: list[str] = field(default_factory=list)  # files under the folders that are no pictures
     captions_added: int = 0
     captions_embedded: int = 0
     captions_removed: int = 0

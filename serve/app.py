@@ -37,8 +37,11 @@ from tinymvlm.errors import TmvError, first_line
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-WEB_FORMATS = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
-               ".gif": "image/gif", ".bmp": "image/bmp"}
+# What browsers show as they are; every other indexed format (TIFF, HEIC, JPEG 2000, PNM, RAW ...) is
+# sent as a PNG decoded as `tmv index` decodes it.
+WEB_FORMATS = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".jpe": "image/jpeg", ".jfif": "image/jpeg",
+               ".png": "image/png", ".apng": "image/apng", ".webp": "image/webp", ".gif": "image/gif",
+               ".bmp": "image/bmp", ".avif": "image/avif"}
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
@@ -117,7 +120,8 @@ def _check_image(path: str, max_pixels: int) -> None:
     except HTTPException:
         raise
     except UnidentifiedImageError:
-        raise HTTPException(415, "the upload is not an image: send a JPEG, PNG, WebP, GIF, BMP or TIFF file") from None
+        raise HTTPException(415, "the upload is not an image: send a JPEG, PNG, WebP, HEIC, AVIF, GIF, BMP or "
+                                 "TIFF file") from None
     except Image.DecompressionBombError as exc:
         raise HTTPException(413, f"the upload is refused as a possible decompression bomb ({first_line(exc)})") from None
     except Exception as exc:  # truncated or corrupt data
@@ -125,7 +129,7 @@ def _check_image(path: str, max_pixels: int) -> None:
 
 
 def _as_png(path: str) -> bytes:
-    """A PNG of a file browsers cannot show (TIFF), decoded as `tmv index` decodes it."""
+    """A PNG of a file browsers cannot show (TIFF, HEIC, RAW ...), decoded as `tmv index` decodes it."""
     buffer = io.BytesIO()
     load_image(path).save(buffer, "PNG")
     return buffer.getvalue()

@@ -154,5 +154,5 @@ def test_bad_upload_shows_an_error(server, browser):
     open_page(browser, url)
     upload(browser, fake)
     wait(browser, lambda d: "error" in d.find_element("id", "status").get_attribute("class"))
-    assert status(browser) == "error: the upload is not an image: send a JPEG, PNG, WebP, GIF, BMP or TIFF file"
+    assert status(browser) == "error: the upload is not an image: send a JPEG, PNG, WebP, HEIC, AVIF, GIF, BMP or TIFF file"
     assert browser.find_element("id", "status").get_attribute("role") == "alert"

@@ -1,13 +1,18 @@
 """Image loading and preprocessing.
 
 Preprocessing comes from the image tower's own timm data config (size, mean/std, interpolation, crop),
-never from hard-coded statistics. Every image is decoded the same way: EXIF orientation applied, 16-bit
-and float images scaled to 8 bits, and transparency composited onto one fixed background, so a
-transparent stamp never shows whatever colour happens to hide under its transparent pixels.
+never from hard-coded statistics. Every image is decoded the same way, whatever its format: EXIF
+orientation applied, 16-bit and float images scaled to 8 bits, the first frame of an animation or page of
+a multi-page file, and transparency composited onto one fixed background, so a transparent stamp never
+shows whatever colour happens to hide under its transparent pixels. Pillow reads every format but camera
+RAW files (HEIC/HEIF and AVIF through the openers `image_files.register_decoders` installs); LibRaw
+(rawpy) reads those, from the camera's embedded preview when it is large enough.
 """
 
 from __future__ import annotations
 
+import io
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -16,11 +21,17 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from tinymvlm.errors import first_line
+from tinymvlm.image_files import is_raw_name, register_decoders
 
 BACKGROUND = (255, 255, 255)
 MAX_PIXELS = 100_000_000  # a decompression bomb is refused, not decoded
+EXIF_ORIENTATION = 0x0112
+# LibRaw's `flip` (bit 1: mirror left-right, 2: upside down, 4: swap axes) as the EXIF orientation it
+# was read from.
+RAW_FLIP_TO_ORIENTATION = {0: 1, 1: 2, 3: 3, 2: 4, 4: 5, 6: 6, 7: 7, 5: 8}
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+register_decoders()
 
 if TYPE_CHECKING:
     import torch
@@ -46,18 +57,105 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _check_pixels(width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:  # Pillow itself only warns below twice its limit, and decodes
+        raise Image.DecompressionBombError(f"{width}x{height} is {width * height:,} pixels, over the "
+                                           f"{MAX_PIXELS:,}-pixel limit: a possible decompression bomb")
+
+
+def _decode(image: Image.Image, draft_size: tuple[int, int] | None) -> None:
+    """Load an opened image's pixels, refusing a bomb first; JPEGs and JPEG 2000s at a reduced scale
+    near `draft_size` (never below it)."""
+    _check_pixels(image.width, image.height)
+    if draft_size is not None and image.format == "JPEG":
+        image.draft("RGB", draft_size)
+    elif draft_size is not None and image.format == "JPEG2000":
+        fits = min(image.width // draft_size[0], image.height // draft_size[1])
+        image.reduce = min(max(fits, 1).bit_length() - 1, _jpeg2000_levels(image))
+    image.load()
+
+
+def _jpeg2000_levels(image: Image.Image) -> int:
+    """How many halvings a JPEG 2000 codestream holds (its COD segment's decomposition levels), which
+    bounds how small OpenJPEG may decode it; 0 when the header cannot be read."""
+    image.fp.seek(0)
+    header = image.fp.read(65536)
+    at = header.find(b"\xff\x4f\xff\x51")  # start of codestream, then the SIZ segment
+    if at < 0:
+        return 0
+    at += 2
+    while at + 10 <= len(header) and header[at] == 0xFF:
+        marker, length = header[at + 1], int.from_bytes(header[at + 2:at + 4], "big")
+        if marker == 0x52:  # COD: length, style, progression order, layers (2), transform, levels
+            return header[at + 9]
+        if marker == 0x90:  # the first tile: no COD in the main header
+            return 0
+        at += 2 + length
+    return 0
+
+
 def load_image(path: str | Path, draft_size: tuple[int, int] | None = None) -> Image.Image:
     """Decode a file to upright RGB. `draft_size` lets JPEGs decode at a reduced scale near the
     model's input size, which is several times faster for large photos. Raises on a bad file."""
+    if is_raw_name(os.fspath(path)):
+        return to_rgb(_load_raw(path, draft_size))
     with Image.open(path) as image:
-        pixels = image.width * image.height
-        if pixels > MAX_PIXELS:  # Pillow itself only warns below twice its limit, and decodes
-            raise Image.DecompressionBombError(f"{image.width}x{image.height} is {pixels:,} pixels, over the "
-                                               f"{MAX_PIXELS:,}-pixel limit: a possible decompression bomb")
-        if draft_size is not None and image.format == "JPEG":
-            image.draft("RGB", draft_size)
-        image.load()
+        _decode(image, draft_size)
         return to_rgb(image)
+
+
+def _load_raw(path: str | Path, draft_size: tuple[int, int] | None) -> Image.Image:
+    """A camera RAW file: its embedded preview when that is at least `draft_size` (else at least what a
+    half-size demosaic gives), which is many times faster; otherwise LibRaw's half-size demosaic with
+    the camera's white balance. Either way with the orientation the camera recorded."""
+    import rawpy
+
+    try:
+        raw = rawpy.imread(os.fspath(path))
+    except rawpy.LibRawError as exc:
+        raise ValueError(f"not a camera RAW file LibRaw reads ({_libraw_reason(exc)})") from None
+    with raw:
+        sizes = raw.sizes
+        need = draft_size or (sizes.width // 2, sizes.height // 2)
+        preview = _raw_preview(raw, need, draft_size)
+        if preview is not None:
+            preview.getexif().setdefault(EXIF_ORIENTATION, RAW_FLIP_TO_ORIENTATION.get(sizes.flip, 1))
+            return preview
+        _check_pixels(sizes.width // 2, sizes.height // 2)
+        try:
+            pixels = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)
+        except rawpy.LibRawError as exc:
+            raise ValueError(f"cannot demosaic the RAW data ({_libraw_reason(exc)})") from None
+    return Image.fromarray(pixels)
+
+
+def _raw_preview(raw, need: tuple[int, int], draft_size: tuple[int, int] | None) -> Image.Image | None:
+    """The RAW file's embedded preview, decoded, when both its sides cover `need`'s; else None."""
+    import rawpy
+
+    try:
+        thumb = raw.extract_thumb()
+    except (rawpy.LibRawError, ValueError):  # none, or a kind rawpy does not hand over
+        return None
+    if thumb.format == rawpy.ThumbFormat.JPEG:
+        image = Image.open(io.BytesIO(thumb.data))
+    elif thumb.format == rawpy.ThumbFormat.BITMAP:
+        image = Image.fromarray(thumb.data)
+    else:
+        return None
+    (short, long), (need_short, need_long) = sorted(image.size), sorted(need)
+    if short < need_short or long < need_long:
+        return None
+    try:
+        _decode(image, draft_size)
+    except Exception:  # a broken preview: the RAW data may still be whole
+        return None
+    return image
+
+
+def _libraw_reason(exc: Exception) -> str:
+    text = first_line(exc)
+    return text[2:-1] if text.startswith(("b'", 'b"')) else text
 
 
 def build_transforms(data_config: dict, training: bool) -> Callable[[Image.Image], "torch.Tensor"]:

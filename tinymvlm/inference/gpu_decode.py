@@ -24,12 +24,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from tinymvlm.data.transform import MAX_PIXELS, EvalTransform, decode_image
+from tinymvlm.data.transform import EXIF_ORIENTATION, MAX_PIXELS, EvalTransform, decode_image
 from tinymvlm.errors import TmvError
 from tinymvlm.inference.runtime import Runtime
 from tinymvlm.models.tinyclip import TinyClip
 
-EXIF_ORIENTATION = 0x0112
 END_OF_IMAGE = b"\xff\xd9"
 
 
