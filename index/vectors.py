@@ -155,13 +155,30 @@ def set_search_params(index: faiss.Index, kind: str, nprobe: int | None = None, 
         faiss.downcast_index(index.index).hnsw.efSearch = ef_search
 
 
-def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, ids) of shape (len(queries), k); missing results have id -1."""
+def selection(kind: str, allowed: np.ndarray, nprobe: int | None = None,
+              ef_search: int | None = None) -> faiss.SearchParameters:
+    """Search parameters that restrict a search to the ids in `allowed` (FAISS skips the rest while it
+    scans, so a filter costs no extra results). The type's own search breadth goes with them, since a
+    parameters object replaces the index's settings."""
+    selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+    if kind == "ivf":
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe or 1)
+    elif kind == "hnsw":
+        params = faiss.SearchParametersHNSW(sel=selector, efSearch=ef_search or 16)
+    else:
+        params = faiss.SearchParameters(sel=selector)
+    params.keep_alive = selector  # the SWIG object holds a raw pointer only
+    return params
+
+
+def search(index: faiss.Index, queries: np.ndarray, k: int,
+           params: faiss.SearchParameters | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, ids) of shape (len(queries), k); missing results have id -1. `params`: see `selection`."""
     k = max(1, min(k, index.ntotal)) if index.ntotal else 1
     if index.ntotal == 0:
         n = len(queries)
         return np.full((n, 1), -np.inf, dtype=np.float32), np.full((n, 1), -1, dtype=np.int64)
-    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
 
 
 def brute_force(ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,9 @@
     GET  /api/info                       index folder, model, counts, indexed folders, limits
     GET  /api/search?q=TEXT              text query (weighted syntax); or like=ID ("more like this")
     POST /api/search[?q=TEXT]            body: an image file's bytes (image->image, image->text)
-         common parameters: kind=images|captions, k=1..max_k (24), offset=0..max_offset (0)
+         common parameters: kind=images|captions, k=1..max_k (24), offset=0..max_offset (0),
+         after=DATE, before=DATE, folder=SUBPATH (repeatable), min_score=S (see index/filters.py);
+         the answer's "cutoff" is the score below which the page folds results (service.RELATIVE_CUTOFF)
     GET  /api/thumb/ID, /api/image/ID    thumbnail / original of image ID (by catalogue id only)
 
 Every error is JSON {"error": "..."} with a 4xx status. Results are the records of `tmv search --json`.
@@ -27,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from tinymvlm.index.filters import SearchFilter
 from tinymvlm.serve.hostguard import HostGuard
 from tinymvlm.serve.service import Query, SearchService
 from tinymvlm.serve.thumbnails import ThumbnailCache
@@ -82,8 +85,24 @@ def _query(request: Request, service: SearchService, upload: bool = False) -> Qu
     text = request.query_params.get("q")
     if like is not None and (text or upload):
         raise HTTPException(400, "like=ID searches by one image alone; leave out q and the upload")
+    params = request.query_params
+    where = SearchFilter.parse(params.get("after"), params.get("before"), params.getlist("folder"), prefix="")
     return Query(text=text, like=like, kind=kind, k=_int_param(request, "k", 24, 1, limits.max_k),
-                 offset=_int_param(request, "offset", 0, 0, limits.max_offset))
+                 offset=_int_param(request, "offset", 0, 0, limits.max_offset), where=where,
+                 min_score=_score_param(request, "min_score"))
+
+
+def _score_param(request: Request, name: str) -> float | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise HTTPException(400, f"{name}={raw[:40]!r} is not a number") from None
+    if not -1.0 <= value <= 1.0:
+        raise HTTPException(400, f"{name}={raw[:40]} is out of range: scores are cosine similarities, -1..1")
+    return value
 
 
 async def _save_upload(request: Request, limit: int, folder: str) -> str:

@@ -17,12 +17,27 @@ from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 import numpy as np
+from tinymvlm.index.filters import SearchFilter
 from tinymvlm.index.python_api import Index
 from tinymvlm.index.query_syntax import Term, parse_query
 
 from tinymvlm.errors import TmvError
 
 T = TypeVar("T")
+
+# The page folds results behind "show more" when they score below this fraction of the way from what an
+# unrelated image scores (the median over a sample of the collection) up to the query's best hit. Chosen
+# on 22 labelled queries over 143 real photos (benchmarks/bench_cutoff.py, docs/photo-library.md): a
+# fixed score or a fixed distance from the best cannot serve both a query with one clear answer and one
+# whose scores are all close (the built-in model's "people"), nor two models' score scales.
+RELATIVE_CUTOFF = 0.5
+
+
+def cutoff(best: float, typical: float | None) -> float | None:
+    """The score below which the page folds results (see RELATIVE_CUTOFF)."""
+    if typical is None or typical >= best:
+        return None
+    return typical + RELATIVE_CUTOFF * (best - typical)
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,8 @@ class Query:
     kind: str = "images"
     k: int = 24
     offset: int = 0
+    where: SearchFilter = SearchFilter()
+    min_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -142,12 +159,20 @@ class SearchService:
                 if len(self._vectors) > self._cached_queries:
                     self._vectors.popitem(last=False)
         embedded = time.perf_counter()
-        hits = self.index.search_vector(np.asarray(vector), k=query.offset + query.k + 1, texts=texts)
+        hits = self.index.search_vector(np.asarray(vector), k=query.offset + query.k + 1, texts=texts,
+                                        where=query.where, min_score=query.min_score)
         page = hits[query.offset:query.offset + query.k]
         body = {"kind": query.kind, "k": query.k, "offset": query.offset,
-                "more": len(hits) > query.offset + query.k, "results": [hit.to_dict() for hit in page]}
+                "more": len(hits) > query.offset + query.k, "results": [hit.to_dict() for hit in page],
+                "cutoff": self._cutoff(hits, vector, query.kind)}
         done = time.perf_counter()
         return Answer(body, (embedded - start) * 1000, (done - embedded) * 1000, (time.thread_time() - cpu_start) * 1000)
+
+    def _cutoff(self, hits, vector: np.ndarray, kind: str) -> float | None:
+        if not hits:
+            return None
+        floor = cutoff(hits[0].score, self.index.searcher().typical_score(vector, kind))
+        return None if floor is None else round(floor, 6)
 
     def image_path(self, id: int) -> str:
         path = self.index.label_of(id)
