@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 from tinymvlm.index.catalog import KINDS, Catalog
+from tinymvlm.index.duplicates import DuplicateGroup
 from tinymvlm.index.filters import SearchFilter
 from tinymvlm.index.query_syntax import Term, parse_query
 from tinymvlm.index.scan import normalise_roots, plan_images
@@ -261,6 +262,20 @@ class Index:
                       min_score: float | None = None) -> list[Hit]:
         """Top-k for a ready embedding (e.g. one taken from the catalogue)."""
         return self.searcher().search(vector, k, "captions" if texts else "images", nprobe, ef_search, where, min_score)
+
+    def duplicates(self, threshold: float | None = None, look_threshold: float | None = None,
+                   on_decoded: Callable[[int, int], None] | None = None) -> list[DuplicateGroup]:
+        """Groups of near-duplicate images, largest first (duplicates.py); needs no model, and deletes nothing."""
+        from tinymvlm.index import duplicates
+
+        searcher = Searcher(self.store)  # opened without the model check: the stored vectors are all it needs
+        try:
+            return duplicates.find_duplicates(
+                searcher.catalog, searcher.manifest["embed_dim"],
+                duplicates.DEFAULT_THRESHOLD if threshold is None else threshold,
+                duplicates.LOOK_THRESHOLD if look_threshold is None else look_threshold, on_decoded=on_decoded)
+        finally:
+            searcher.close()
 
     def info(self) -> dict:
         return self.store.read_manifest()

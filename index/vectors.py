@@ -190,3 +190,40 @@ def brute_force(ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: in
     k = min(k, len(ids))
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(scores, top, axis=1), ids[top]
+
+
+RANGE_EXACT_BELOW = 20_000  # fewer vectors: exact all-pairs search; more: an IVF made for the purpose
+RANGE_NPROBE = 8
+RANGE_TRAIN_PER_LIST = 32
+
+
+def range_pairs(vectors: np.ndarray, threshold: float, nprobe: int = RANGE_NPROBE,
+                chunk: int = 20_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair (i < j, positions in `vectors`) whose similarity is at least `threshold`, and that
+    similarity. Exact below RANGE_EXACT_BELOW vectors; above, each vector's range search visits only
+    `nprobe` of about 4·sqrt(n) IVF cells, so the work grows as n^1.5, not n^2. A pair close enough
+    to matter here (a near-duplicate) almost always shares a cell (benchmarks/bench_dupes.py measures
+    what the cells miss)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    if n < RANGE_EXACT_BELOW:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        nlist = int(4 * math.sqrt(n))
+        index = empty("ivf", {"nlist": nlist}, dim)
+        sample = np.random.default_rng(0).choice(n, size=min(n, RANGE_TRAIN_PER_LIST * nlist), replace=False)
+        index.cp.niter = 10
+        train(index, "ivf", vectors[np.sort(sample)])
+        faiss.extract_index_ivf(index).nprobe = nprobe
+    index.add(vectors)
+    firsts, seconds, sims = [], [], []
+    for start in range(0, n, chunk):
+        lims, scores, found = index.range_search(vectors[start:start + chunk], threshold)
+        rows = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims.astype(np.int64)))
+        later = found > rows  # each pair once, and not a vector with itself
+        firsts.append(rows[later])
+        seconds.append(found[later])
+        sims.append(scores[later])
+    if not firsts:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
+    return np.concatenate(firsts), np.concatenate(seconds).astype(np.int64), np.concatenate(sims)

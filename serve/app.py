@@ -7,6 +7,8 @@
          after=DATE, before=DATE, folder=SUBPATH (repeatable), min_score=S (see index/filters.py);
          the answer's "cutoff" is the score below which the page folds results (service.RELATIVE_CUTOFF)
     GET  /api/thumb/ID, /api/image/ID    thumbnail / original of image ID (by catalogue id only)
+    GET  /api/duplicates                 near-duplicate groups {"groups": [{ids, paths, keep, similarity}]};
+                                         search hits carry "similar" (other copies) once they are known
 
 Every error is JSON {"error": "..."} with a 4xx status. Results are the records of `tmv search --json`.
 """
@@ -176,6 +178,10 @@ def create_app(service: SearchService, thumbs: ThumbnailCache, allowed_hosts: se
             await run_in_threadpool(_check_image, path, limits.max_upload_pixels)  # decoding: off the event loop
             return await timed_search(dataclasses.replace(query, image=path))
 
+    async def duplicates(request: Request) -> Response:
+        groups = await run_in_threadpool(service.dupes.groups)  # its own thread and connection: searches go on
+        return Json({"groups": [{**g.to_dict(), "ids": g.ids} for g in groups]})
+
     async def _path(request: Request) -> str:
         path = await service.call(service.image_path, request.path_params["id"])
         if not os.path.isfile(path):
@@ -207,6 +213,7 @@ def create_app(service: SearchService, thumbs: ThumbnailCache, allowed_hosts: se
 
     app = Starlette(
         routes=[Route("/", page), Route("/api/info", info), Route("/api/search", search, methods=["GET", "POST"]),
+                Route("/api/duplicates", duplicates),
                 Route("/api/thumb/{id:int}", thumb), Route("/api/image/{id:int}", original),
                 Mount("/static", StaticFiles(directory=STATIC), name="static")],
         exception_handlers={HTTPException: _http_error, TmvError: _bad_query, LookupError: _not_found,

@@ -69,6 +69,7 @@ function pageUrl(query) {
 
 function queryFromUrl() {
   const params = new URLSearchParams(location.search);
+  if (params.get("view") === "duplicates") return {view: "duplicates", of: Number(params.get("of")) || undefined};
   const query = {q: params.get("q") || undefined, kind: params.get("kind") || "images"};
   const like = params.get("like");
   if (like !== null && /^\d+$/.test(like)) { query.like = Number(like); query.label = params.get("label") || `image ${like}`; }
@@ -101,11 +102,18 @@ function imageCard(hit) {
   open.addEventListener("click", () => showImage(shown.findIndex((h) => h.id === hit.id)));
   const like = el("button", {type: "button", className: "like", textContent: "More like this"});
   like.addEventListener("click", () => search({like: hit.id, label: baseName(hit.path), ...formFilters()}));
+  const extra = [];
+  if (hit.similar) {
+    const similar = el("button", {type: "button", className: "similar",
+                                  textContent: `${hit.similar} similar photo${hit.similar === 1 ? "" : "s"}`});
+    similar.addEventListener("click", () => showDuplicates(hit.id));
+    extra.push(similar);
+  }
   const caption = el("figcaption", {title: hit.path},
                      el("span", {className: "score", textContent: `#${hit.rank} · ${hit.score.toFixed(3)}`}),
                      el("br"), baseName(hit.path));
   const weak = current.cutoff !== null && current.cutoff !== undefined && hit.score < current.cutoff;
-  return el("figure", {className: weak ? "weak" : "", hidden: weak && !current.showWeak}, open, caption, like);
+  return el("figure", {className: weak ? "weak" : "", hidden: weak && !current.showWeak}, open, caption, like, ...extra);
 }
 
 function weakCards() { return [...$("grid").querySelectorAll("figure.weak")]; }
@@ -143,6 +151,7 @@ function describe(query) {
 }
 
 async function search(query, append = false, history = "push") {
+  showView("results");
   if (!append) {
     const kind = query.like !== undefined ? "images" : (query.kind || $("kind").value);
     current = {...query, kind, offset: 0, cutoff: null, showWeak: false};
@@ -202,9 +211,54 @@ function clearResults() {
 
 async function searchFromUrl(history) {
   const query = queryFromUrl();
+  if (query.view === "duplicates") { await showDuplicates(query.of, "none"); return; }
+  showView("results");
   fillForm(query);
   if (query.q || query.like !== undefined) await search(query, false, history);
   else clearResults();
+}
+
+function showView(name) {
+  $("results").hidden = name !== "results";
+  $("dupes").hidden = name !== "duplicates";
+  $("more").hidden = $("more").hidden || name !== "results";
+}
+
+function dupeCard(id, path, keep) {
+  const open = el("button", {type: "button", className: "open", title: "Show the full image"},
+                  el("img", {src: `/api/thumb/${id}`, alt: baseName(path), loading: "lazy"}));
+  open.addEventListener("click", () => showImage(shown.findIndex((h) => h.id === id)));
+  const caption = el("figcaption", {title: path}, ...(keep ? [el("span", {className: "badge", textContent: "keep"}), " "] : []),
+                     baseName(path));
+  return el("figure", {className: keep ? "keep" : ""}, open, caption);
+}
+
+// The near-duplicate groups (GET /api/duplicates), or the one group of image `of`.
+async function showDuplicates(of, history = "push") {
+  const url = "/?view=duplicates" + (of !== undefined ? `&of=${of}` : "");
+  if (history === "push" && url !== location.pathname + location.search) window.history.pushState(null, "", url);
+  if (history === "replace") window.history.replaceState(null, "", url);
+  showView("duplicates");
+  $("dupe-groups").replaceChildren();
+  $("weaker").hidden = true;
+  setStatus("finding near-duplicates… (the first time decodes the candidates: minutes on a large library)");
+  try {
+    const {groups} = await api("/api/duplicates");
+    const chosen = of === undefined ? groups : groups.filter((g) => g.ids.includes(of));
+    shown = [];
+    for (const [n, group] of chosen.entries()) {
+      shown.push(...group.ids.map((id, i) => ({id, path: group.paths[i], rank: i + 1, score: group.similarity})));
+      $("dupe-groups").append(el("section", {className: "dupe-group"},
+        el("h2", {textContent: `${group.paths.length} copies · similarity ${group.similarity.toFixed(3)}` +
+                               (of === undefined ? ` · group ${n + 1}` : "")}),
+        el("div", {className: "grid"}, ...group.ids.map((id, i) => dupeCard(id, group.paths[i], i === 0)))));
+    }
+    const copies = chosen.reduce((sum, g) => sum + g.paths.length - 1, 0);
+    setStatus(chosen.length ? `${chosen.length} group${chosen.length === 1 ? "" : "s"} of near-duplicates, ${copies} extra ` +
+              `cop${copies === 1 ? "y" : "ies"}` : "no near-duplicates found");
+  } catch (error) {
+    setStatus(`error: ${error.message}`, true);
+  }
 }
 
 function showImage(index) {
@@ -235,6 +289,7 @@ document.addEventListener("DOMContentLoaded", () => {
     search({q, kind: $("kind").value, ...formFilters()});
   });
   $("weaker").addEventListener("click", showWeaker);
+  $("dupes-button").addEventListener("click", () => showDuplicates(undefined));
   $("file").addEventListener("change", () => { searchFile($("file").files[0]); $("file").value = ""; });
   $("pick").addEventListener("keydown", (event) => {
     if (event.key === "Enter" || event.key === " ") { event.preventDefault(); $("file").click(); }
