@@ -194,7 +194,7 @@ def brute_force(ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: in
 
 RANGE_EXACT_BELOW = 20_000  # fewer vectors: exact all-pairs search; more: an IVF made for the purpose
 RANGE_NPROBE = 8
-RANGE_TRAIN_PER_LIST = 32
+RANGE_TRAIN_PER_LIST = 40  # FAISS wants 39 per cell
 
 
 def range_pairs(vectors: np.ndarray, threshold: float, nprobe: int = RANGE_NPROBE,

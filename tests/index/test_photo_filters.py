@@ -210,3 +210,18 @@ def test_describe_resumes_where_it_stopped(tmp_path):
     describe_images(catalog, second, batch=4)
     catalog.close()
     assert (first.described, second.described) == (len(PHOTOS), 0)
+
+
+def test_a_merged_index_filters_by_date(tmp_path, tiny_checkpoint):
+    """Shards merged into one index: the dates are there at once (the merge reads them again)."""
+    from tinymvlm.index.shard import Shard
+    from tinymvlm.index.shard_merge import merge_shards
+
+    photos = tmp_path / "Photos"
+    write_photos(photos)
+    out = tmp_path / "merged"
+    for i in range(2):
+        Index(Shard(i, 2).folder(out), checkpoint=tiny_checkpoint).add(
+            [photos], runtime=Runtime(workers=0, device="cpu"), shard=Shard(i, 2))
+    merge_shards([Shard(i, 2).folder(out) for i in range(2)], out)
+    assert set(names(search_json(out, "x", "--after", "2021-01-01", "-k", "9"))) == taken_after("2021-01-01")
