@@ -234,3 +234,52 @@ def test_weaker_results_are_folded_and_captions_sit_beside_the_grid(server, brow
     browser.set_window_size(700, 900)  # narrow: the captions go below the grid
     wait(browser, lambda d: d.find_element("id", "captions").rect["y"] > d.find_element("id", "grid").rect["y"]
          + d.find_element("id", "grid").rect["height"] - 1)
+
+
+@pytest.fixture(scope="module")
+def library_server(tmp_path_factory, tiny_checkpoint):
+    """Three photos, one of them imported twice (a byte copy in another folder)."""
+    from PIL import Image
+    from skimage import data
+    from tinymvlm.index import Index
+
+    from tinymvlm.inference.runtime import Runtime
+
+    root = tmp_path_factory.mktemp("library-browser")
+    photos = root / "photos"
+    (photos / "again").mkdir(parents=True)
+    Image.fromarray(data.astronaut()).save(photos / "astronaut.jpg")
+    shutil.copyfile(photos / "astronaut.jpg", photos / "again" / "astronaut.jpg")
+    Image.fromarray(data.coffee()).save(photos / "coffee.jpg")
+    with Index(root / "index", checkpoint=tiny_checkpoint, runtime=Runtime(device="cpu")) as index:
+        index.add([photos], runtime=Runtime(workers=0, device="cpu"))
+    process = ServerProcess("--index", str(root / "index"), "--thumbs", str(root / "thumbs"))
+    yield process.url, photos
+    process.stop()
+
+
+def test_duplicates_view_and_similar_counts(library_server, browser, tmp_path):
+    pytest.importorskip("skimage", reason="scikit-image's sample photos (a dev dependency)")
+    url, photos = library_server
+    browser.set_window_size(1280, 900)
+    browser.get(url + "?view=duplicates")  # the view has an address too
+    wait(browser, lambda d: status(d) == "1 group of near-duplicates, 1 extra copy")
+    figures = browser.find_elements("css selector", "#dupe-groups figure")
+    assert [f.find_element("tag name", "figcaption").get_attribute("title") for f in figures] == [
+        str(photos / "again" / "astronaut.jpg"), str(photos / "astronaut.jpg")]  # same size and date: first path
+    assert "keep" in figures[0].text and "keep" not in figures[1].text
+    assert not browser.find_element("id", "results").is_displayed()
+    browser.save_screenshot(str(tmp_path / "duplicates.png"))
+    box = browser.find_element("id", "q")
+    box.send_keys("a photo\n")
+    wait(browser, lambda d: "for a photo" in status(d))
+    show_weaker(browser)
+    similar = {c.find_element("tag name", "figcaption").get_attribute("title"): c.find_elements("css selector", ".similar")
+               for c in cards(browser)}
+    assert {path: [b.text for b in buttons] for path, buttons in similar.items()} == {
+        str(photos / "astronaut.jpg"): ["1 similar photo"], str(photos / "again" / "astronaut.jpg"): ["1 similar photo"],
+        str(photos / "coffee.jpg"): []}
+    similar[str(photos / "astronaut.jpg")][0].click()  # that photo's group alone
+    wait(browser, lambda d: status(d) == "1 group of near-duplicates, 1 extra copy" and "view=duplicates&of=" in d.current_url)
+    browser.back()
+    wait(browser, lambda d: "for a photo" in status(d) and d.find_element("id", "results").is_displayed())

@@ -4,6 +4,7 @@ relevance cut-off ("cutoff" in the answer), against the CLI and an independent n
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -26,6 +27,8 @@ def served(tmp_path_factory, tiny_checkpoint):
     root = tmp_path_factory.mktemp("library")
     photos = root / "Photos"
     write_photos(photos)
+    (photos / "copies").mkdir()
+    shutil.copyfile(photos / "trips" / "2019" / "beach.jpg", photos / "copies" / "beach (1).jpg")  # imported twice
     folder = root / "index"
     with Index(folder, checkpoint=tiny_checkpoint, runtime=Runtime(device="cpu")) as index:
         index.add([photos], runtime=Runtime(workers=0, device="cpu"))
@@ -84,7 +87,22 @@ def test_cutoff_is_half_way_from_the_typical_score_to_the_best(served):
         with catalog.snapshot():
             vectors = catalog.vectors("images", catalog.ids("images"), len(query))
     scores = vectors @ query
-    assert len(scores) == len(PHOTOS)
+    assert len(scores) == len(PHOTOS) + 1
     expected = np.median(scores) + RELATIVE_CUTOFF * (scores.max() - np.median(scores))
     assert body["cutoff"] == pytest.approx(float(expected), abs=1e-4)
     assert body["results"][0]["score"] == pytest.approx(float(scores.max()), abs=1e-4)
+
+
+def test_duplicates_and_similar_counts(served):
+    """The copy imported twice is one group (same date and size: the first path is kept); once the
+    groups are known, search hits carry how many other copies they have."""
+    client, _, photos = served
+    before = client.get("/api/search?q=x&k=20").json()["results"]
+    assert not any("similar" in r for r in before)  # not found yet: no count rather than a wrong one
+    groups = client.get("/api/duplicates").json()["groups"]
+    copy, original = str(photos / "copies" / "beach (1).jpg"), str(photos / "trips" / "2019" / "beach.jpg")
+    assert [(g["paths"], g["keep"]) for g in groups] == [([copy, original], copy)]
+    assert groups[0]["similarity"] == pytest.approx(1.0, abs=1e-5) and len(groups[0]["ids"]) == 2
+    after = client.get("/api/search?q=x&k=20").json()["results"]
+    assert {r["path"]: r.get("similar") for r in after} == {r["path"]: 1 if r["path"] in (copy, original) else None
+                                                           for r in after}
