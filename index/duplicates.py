@@ -34,7 +34,7 @@ DECODE_SIDE = 96
 @dataclass(frozen=True)
 class DuplicateGroup:
     ids: list[int]
-    paths: list[str]  # the copy to keep first, then the rest by path
+    paths: list[str]  # the copy to keep first, the rest in the same order (pixels, then age, then path)
     similarity: float  # the lowest embedding similarity of the pairs that joined the group
 
     @property
