@@ -26,10 +26,10 @@ def print_groups(groups) -> None:
 @click.option("--index", "index_dir", type=click.Path(file_okay=False),
               help="Index folder. Default: $TMV_INDEX, else ~/.local/share/tinymvlm/index ($XDG_DATA_HOME).")
 @click.option("--threshold", type=click.FloatRange(-1, 1),
-              help="Embedding similarity a pair needs to be compared by looks (default 0.90; lower finds more, "
-                   "heavier edits, and asks the look check to reject more).")
+              help="Embedding similarity a pair needs to be compared by looks (default 0.60; lower finds "
+                   "heavier edits, and leaves more for the look check to reject).")
 @click.option("--look-threshold", type=click.FloatRange(-1, 1),
-              help="Thumbnail correlation a pair needs to be a duplicate (default 0.80).")
+              help="Thumbnail correlation a pair needs to be a duplicate (default 0.75).")
 @click.option("--json", "as_json", is_flag=True,
               help='One JSON object per group on stdout: {"paths": [...], "keep": path, "similarity": lowest pair}.')
 @click.option("-v", "--verbose", is_flag=True, help="Show informational log messages.")

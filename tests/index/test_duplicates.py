@@ -134,3 +134,11 @@ def test_one_stray_pair_does_not_chain_two_groups(monkeypatch):
     assert duplicates._link_groups(np.array([0, 0]), np.array([1, 5])) == [[0, 1, 5]]
     triangle_and_pair = np.array([0, 0, 1, 2, 3]), np.array([1, 2, 2, 3, 5])
     assert sorted(duplicates._link_groups(*triangle_and_pair)) == [[0, 1, 2], [3, 5]]
+
+
+def test_the_help_states_the_defaults_in_use():
+    """The CLI does not import the library at start-up (speed), so its help repeats the defaults: kept true here."""
+    from tinymvlm.index.duplicates import DEFAULT_THRESHOLD, LOOK_THRESHOLD
+
+    text = " ".join(CliRunner().invoke(cli, ["dupes", "--help"]).output.split())
+    assert f"(default {DEFAULT_THRESHOLD:.2f};" in text and f"(default {LOOK_THRESHOLD:.2f})" in text
