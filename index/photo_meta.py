@@ -52,7 +52,8 @@ def read_photo_meta(path: str, mtime_ns: int) -> PhotoMeta:
         with Image.open(path) as image:
             width, height = image.size
             exif = image.getexif()
-            taken = _exif_time(exif.get_ifd(EXIF_IFD).get(DATETIME_ORIGINAL))
+            # the standard place is the Exif IFD; some writers put it in the first IFD
+            taken = _exif_time(exif.get_ifd(EXIF_IFD).get(DATETIME_ORIGINAL)) or _exif_time(exif.get(DATETIME_ORIGINAL))
             camera = exif.get(MODEL)
     except Exception:  # any undecodable header: Pillow raises many kinds; the embedding run reports the file
         return PhotoMeta(mtime_time(mtime_ns), None, None, None)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 from helpers.photo_library import FILE_TIME, PHOTOS, taken_after, write_photos
 from tinymvlm.cli.main import cli
 from tinymvlm.index import Index
@@ -225,3 +226,37 @@ def test_a_merged_index_filters_by_date(tmp_path, tiny_checkpoint):
             [photos], runtime=Runtime(workers=0, device="cpu"), shard=Shard(i, 2))
     merge_shards([Shard(i, 2).folder(out) for i in range(2)], out)
     assert set(names(search_json(out, "x", "--after", "2021-01-01", "-k", "9"))) == taken_after("2021-01-01")
+
+
+@pytest.mark.parametrize("tags, expected", [
+    ({36867: "2018:02:03 04:05:06"}, "2018-02-03T04:05:06"),  # DateTimeOriginal in the first IFD: still read
+    ({"exif": "0000:00:00 00:00:00"}, None),  # a camera with no clock set: the file time
+    ({"exif": "2019:07:14 09:30:00\x00"}, "2019-07-14T09:30:00"),  # padded with NULs
+])
+def test_photo_meta_reads_exif_dates_where_cameras_put_them(tmp_path, tags, expected):
+    import datetime as dt
+
+    from tinymvlm.index.photo_meta import read_photo_meta
+
+    exif = Image.Exif()
+    for tag, value in tags.items():
+        if tag == "exif":
+            exif.get_ifd(0x8769)[36867] = value
+        else:
+            exif[tag] = value
+    path = tmp_path / "p.jpg"
+    Image.new("RGB", (30, 20)).save(path, exif=exif)
+    meta = read_photo_meta(str(path), FILE_TIME * 10**9)
+    assert meta.taken_at == (expected or dt.datetime.fromtimestamp(FILE_TIME).isoformat())
+    assert (meta.width, meta.height) == (30, 20)
+
+
+def test_photo_meta_of_an_unreadable_file_is_its_file_time(tmp_path):
+    import datetime as dt
+
+    from tinymvlm.index.photo_meta import read_photo_meta
+
+    path = tmp_path / "broken.jpg"
+    path.write_bytes(b"not a JPEG")
+    meta = read_photo_meta(str(path), FILE_TIME * 10**9)
+    assert meta == type(meta)(dt.datetime.fromtimestamp(FILE_TIME).isoformat(), None, None, None)
