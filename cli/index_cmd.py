@@ -76,6 +76,8 @@ def print_report(report, folder, verbose: bool, prefix: str = "") -> None:
             parts.append(f"{getattr(report, name)} {name}")
     if report.scanned or report.embedded:
         err.print(prefix + "images: " + ", ".join(parts) + (f" ({report.images_per_s:.1f} images/s)" if report.embedded else ""))
+    if report.described:
+        err.print(prefix + f"photo dates, cameras and sizes read for {report.described} images")
     if report.captions_added or report.captions_removed or report.captions_kept:
         err.print(f"captions: {report.captions_added} added ({report.captions_embedded} embedded), "
                   f"{report.captions_removed} removed, {report.captions_kept} unchanged")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from tinymvlm.cli.dupes_cmd import dupes
 from tinymvlm.cli.eval_cmd import eval_cmd
 from tinymvlm.cli.index_cmd import index_command
 from tinymvlm.cli.score_cmd import score
@@ -24,6 +25,7 @@ cli.add_command(index_command)
 cli.add_command(search)
 cli.add_command(score)
 cli.add_command(serve)
+cli.add_command(dupes)
 cli.add_command(eval_cmd, name="eval")
 
 

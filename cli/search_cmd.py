@@ -44,6 +44,11 @@ def json_line(hit) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result on stdout.")
 @click.option("--paths-only", is_flag=True, help="Only the paths (or captions), one per line.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False), help="Also write a contact sheet of the hits to this HTML file.")
+@click.option("--after", help="Only images taken on or after this date (YYYY-MM-DD; EXIF date, else file time).")
+@click.option("--before", help="Only images taken before this date (YYYY-MM-DD).")
+@click.option("--folder", "folders", multiple=True,
+              help="Only images under this folder: absolute, or relative to the indexed folders. Repeatable.")
+@click.option("--min-score", type=float, help="Leave out results scoring below this (cosine similarity, -1..1).")
 @click.option("--nprobe", type=int, help="IVF cells to search (more: slower, better recall).")
 @click.option("--ef-search", type=int, help="HNSW search breadth (more: slower, better recall).")
 @click.option("--device", default="auto", show_default=True, help="Device for embedding the query: auto, cpu, cuda, cuda:1 ...")
@@ -51,8 +56,8 @@ def json_line(hit) -> str:
               help="auto: fp32 (a single query gains nothing from bf16).")
 @click.option("-v", "--verbose", is_flag=True, help="Show informational log messages.")
 @friendly_errors
-def search(query, index_dir, model, k, images, texts, literal, as_json, paths_only, html_file, nprobe, ef_search,
-           device, precision, verbose) -> None:
+def search(query, index_dir, model, k, images, texts, literal, as_json, paths_only, html_file, after, before, folders,
+           min_score, nprobe, ef_search, device, precision, verbose) -> None:
     """Search an index with QUERY: text, an image path, or a weighted mix like  cat + "in snow" - dog:0.5
 
     Text is searched as written ("a clock showing 10:30"); ' + ' and ' - ' between spaces combine
@@ -65,6 +70,7 @@ def search(query, index_dir, model, k, images, texts, literal, as_json, paths_on
     import sys
 
     from tinymvlm.index import Index
+    from tinymvlm.index.filters import SearchFilter
 
     from tinymvlm.errors import TmvError
     from tinymvlm.inference.runtime import Runtime
@@ -72,8 +78,10 @@ def search(query, index_dir, model, k, images, texts, literal, as_json, paths_on
     if as_json and paths_only:
         raise TmvError("choose one of --json and --paths-only")
     text = " ".join(query)
+    where = SearchFilter.parse(after, before, folders)
     idx = Index(index_dir, checkpoint=model, runtime=Runtime.for_queries(device, precision))
-    hits = idx.search(text or None, images, k=k, texts=texts, nprobe=nprobe, ef_search=ef_search, literal=literal)
+    hits = idx.search(text or None, images, k=k, texts=texts, nprobe=nprobe, ef_search=ef_search, literal=literal,
+                      where=where, min_score=min_score)
     note_model(idx.model_info().checkpoint)
     if html_file:
         from tinymvlm.serve.contact_sheet import contact_sheet
@@ -83,7 +91,9 @@ def search(query, index_dir, model, k, images, texts, literal, as_json, paths_on
         label = " + ".join([text] * bool(text) + [f"image {i}" for i in images])
         write_text(html_file, contact_sheet(hits, label))
         err.print(f"wrote {html_file}", markup=False)
-    if not hits:
+    if not hits and (where.active or min_score is not None):
+        err.print("no results match the filters" + (f" and score at least {min_score}" if min_score is not None else ""))
+    elif not hits:
         err.print("no results: the index is empty" + (" of captions (index some with --captions FILE)" if texts else ""))
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="surrogateescape")  # a file name that is not UTF-8 prints as its own bytes

@@ -93,6 +93,7 @@ def run(index, sock, host: str, names: set[str], thumb_dir, max_upload_mb: float
     try:
         err.print(f"loading {index.folder} ...", markup=False)
         service.call_sync(service.warm_up)
+        service.dupes.start()
         counts = service.call_sync(service.info)["counts"]
         app = create_app(service, ThumbnailCache(thumb_dir or default_thumb_dir()), names)
         shown = f"[{host}]" if ":" in host else host

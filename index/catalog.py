@@ -28,7 +28,8 @@ import numpy as np
 
 from tinymvlm.errors import TmvError
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+READABLE_SCHEMAS = ("1", "2")  # 1: before photo metadata; readable, and migrated by the next writer
 KINDS = ("images", "captions")
 CATALOG_FILES = ("catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm")
 # Columns copied by a merge (merge.py), the order rows are read in, and what a clash means: an image
@@ -48,7 +49,11 @@ CREATE TABLE IF NOT EXISTS images (
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     hash TEXT NOT NULL,
-    vector BLOB NOT NULL
+    vector BLOB NOT NULL,
+    taken_at TEXT,
+    camera TEXT,
+    width INTEGER,
+    height INTEGER
 );
 CREATE INDEX IF NOT EXISTS images_hash ON images(hash);
 CREATE TABLE IF NOT EXISTS captions (
@@ -65,8 +70,10 @@ CREATE TABLE IF NOT EXISTS skipped (
     mtime_ns INTEGER NOT NULL,
     reason TEXT NOT NULL
 );
-INSERT OR IGNORE INTO meta VALUES ('schema', '1'), ('generation:images', '0'), ('generation:captions', '0');
+INSERT OR IGNORE INTO meta VALUES ('schema', '2'), ('generation:images', '0'), ('generation:captions', '0');
 """
+
+_PHOTO_COLUMNS = (("taken_at", "TEXT"), ("camera", "TEXT"), ("width", "INTEGER"), ("height", "INTEGER"))
 
 _TRIGGERS = "".join(
     f"""
@@ -160,11 +167,24 @@ class Catalog:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA + _TRIGGERS)
+            self._migrate()
         except sqlite3.OperationalError as exc:
             raise TmvError(f"index catalogue {self.path} cannot be opened for writing ({exc})") from exc
         except sqlite3.DatabaseError as exc:
             raise TmvError(f"index catalogue {self.path} is unreadable ({exc}); rebuild it with 'tmv index --rebuild'") from exc
         self._check_schema()
+
+    def _migrate(self) -> None:
+        """Schema 1 -> 2: the photo metadata columns (filled by update.describe_images, no re-embedding)."""
+        version = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if version is not None and version[0] == "1":
+            with self.transaction():
+                have = {row[1] for row in self.db.execute("PRAGMA table_info(images)")}
+                for column, sql_type in _PHOTO_COLUMNS:
+                    if column not in have:
+                        self.db.execute(f"ALTER TABLE images ADD COLUMN {column} {sql_type}")
+                self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
+        self.db.execute("CREATE INDEX IF NOT EXISTS images_taken ON images(taken_at)")
 
     def _stamp(self) -> tuple | None:
         try:
@@ -196,9 +216,10 @@ class Catalog:
             raise TmvError(f"index catalogue {self.path} cannot be read ({exc}){hint}") from exc
         except sqlite3.DatabaseError as exc:
             raise TmvError(f"index catalogue {self.path} is unreadable ({exc}); rebuild it with 'tmv index --rebuild'") from exc
-        if version is None or version[0] != SCHEMA_VERSION:
+        if version is None or version[0] not in READABLE_SCHEMAS:
             raise TmvError(f"index catalogue {self.path} has schema {version and version[0]!r}, this tinymvlm reads "
-                           f"{SCHEMA_VERSION}; rebuild it with 'tmv index --rebuild'")
+                           f"{', '.join(READABLE_SCHEMAS)}; rebuild it with 'tmv index --rebuild'")
+        self.schema = version[0]
 
     def close(self) -> None:
         self.db.close()
@@ -322,7 +343,50 @@ class Catalog:
         self.db.execute("DELETE FROM skipped WHERE path = ?", (path,))
 
     def touch_image(self, row_id: int, size: int, mtime_ns: int) -> None:
-        self.db.execute("UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?", (size, mtime_ns, row_id))
+        """New mtime, same content: the metadata is read again (the taken-at time may be the mtime)."""
+        self.db.execute("UPDATE images SET size = ?, mtime_ns = ?, taken_at = NULL WHERE id = ?", (size, mtime_ns, row_id))
+
+    def undescribed_images(self, limit: int) -> list[tuple[int, str, int]]:
+        """(id, path, mtime_ns) of up to `limit` images whose photo metadata is not read yet."""
+        rows = self.db.execute("SELECT id, path, mtime_ns FROM images WHERE taken_at IS NULL ORDER BY id LIMIT ?", (limit,))
+        return [(r[0], fs_path(r[1]), r[2]) for r in rows]
+
+    def describe_images(self, rows: Iterable[tuple[int, str, str | None, int | None, int | None]]) -> None:
+        """Store (id, taken_at, camera, width, height) rows of photo metadata."""
+        self.db.executemany("UPDATE images SET taken_at = ?, camera = ?, width = ?, height = ? WHERE id = ?",
+                            [(taken, camera, width, height, row_id) for row_id, taken, camera, width, height in rows])
+
+    def image_ids_where(self, after: str | None, before: str | None, folders: Sequence[str]) -> np.ndarray:
+        """Sorted ids of the images taken at or after `after` and before `before` (ISO times, compared as
+        text) and lying under one of `folders` (absolute paths; empty: anywhere)."""
+        clauses, params = [], []
+        if after is not None:
+            clauses.append("taken_at >= ?")
+            params.append(after)
+        if before is not None:
+            clauses.append("taken_at < ?")
+            params.append(before)
+        if folders:
+            where, folder_params = _under("path", folders)
+            clauses.append(f"({where})")
+            params += folder_params
+        sql = "SELECT id FROM images" + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY id"
+        rows = self.db.execute(sql, params).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def photo_details(self, ids: Iterable[int]) -> dict[int, tuple[str | None, str | None, int | None, int | None]]:
+        """{id: (taken_at, camera, width, height)} of the images that still exist."""
+        if self.schema == "1":
+            return {}
+        return {row[0]: tuple(row[1:]) for row in self._rows_in(
+            "SELECT id, taken_at, camera, width, height FROM images WHERE id IN ({marks})", [int(i) for i in ids])}
+
+    def _rows_in(self, query: str, values: Sequence) -> list[tuple]:
+        out: list[tuple] = []
+        for start in range(0, len(values), 500):
+            chunk = list(values[start:start + 500])
+            out += self.db.execute(query.format(marks=",".join("?" * len(chunk))), chunk).fetchall()
+        return out
 
     def delete_images(self, ids: Iterable[int]) -> None:
         self.db.executemany("DELETE FROM images WHERE id = ?", [(int(i),) for i in ids])

@@ -28,12 +28,22 @@ from typing import Callable, Sequence
 
 import numpy as np
 from tinymvlm.index.catalog import KINDS, Catalog
+from tinymvlm.index.duplicates import DuplicateGroup
+from tinymvlm.index.filters import SearchFilter
 from tinymvlm.index.query_syntax import Term, parse_query
 from tinymvlm.index.scan import normalise_roots, plan_images
 from tinymvlm.index.searcher import Hit, Searcher, combine
 from tinymvlm.index.shard import Shard, check_role
 from tinymvlm.index.store import IndexStore, ModelInfo
-from tinymvlm.index.update import SYNC_EVERY_S, IndexReport, Progress, apply_metadata, embed_planned, index_captions
+from tinymvlm.index.update import (
+    SYNC_EVERY_S,
+    IndexReport,
+    Progress,
+    apply_metadata,
+    describe_images,
+    embed_planned,
+    index_captions,
+)
 from tinymvlm.index.vectors import IndexSpec
 from tinymvlm.index.writer_lock import IndexLock
 
@@ -161,6 +171,7 @@ class Index:
                 if roots:
                     keep = shard.owns(roots) if shard is not None else None
                     self._add_images(catalog, manifest, spec, roots, exclude, runtime, report, progress, keep)
+                    describe_images(catalog, report)
                     if paths:
                         with catalog.transaction():
                             catalog.add_roots(roots)
@@ -237,18 +248,35 @@ class Index:
 
     def search(self, query: str | None = None, image: str | Path | Sequence[str | Path] | None = None, k: int = 10,
                texts: bool = False, nprobe: int | None = None, ef_search: int | None = None,
-               literal: bool = False) -> list[Hit]:
+               literal: bool = False, where: SearchFilter | None = None, min_score: float | None = None) -> list[Hit]:
         """Top-k images (or captions with `texts=True`) for a query (the grammar in query_syntax.py; `literal`:
-        the whole text as one phrase) and/or query image(s)."""
+        the whole text as one phrase) and/or query image(s); `where` limits the images by date and
+        folder (filters.py), `min_score` drops weaker hits."""
         images = [] if image is None else [str(image)] if isinstance(image, (str, Path)) else [str(i) for i in image]
         terms = parse_query(query, images, literal)  # a bad query fails before the index is opened
         searcher = self.searcher()  # a model mismatch fails before the model is loaded
-        return searcher.search(self.embed_query(terms), k, "captions" if texts else "images", nprobe, ef_search)
+        return searcher.search(self.embed_query(terms), k, "captions" if texts else "images", nprobe, ef_search,
+                               where, min_score)
 
     def search_vector(self, vector: np.ndarray, k: int = 10, texts: bool = False, nprobe: int | None = None,
-                      ef_search: int | None = None) -> list[Hit]:
+                      ef_search: int | None = None, where: SearchFilter | None = None,
+                      min_score: float | None = None) -> list[Hit]:
         """Top-k for a ready embedding (e.g. one taken from the catalogue)."""
-        return self.searcher().search(vector, k, "captions" if texts else "images", nprobe, ef_search)
+        return self.searcher().search(vector, k, "captions" if texts else "images", nprobe, ef_search, where, min_score)
+
+    def duplicates(self, threshold: float | None = None, look_threshold: float | None = None,
+                   on_decoded: Callable[[int, int], None] | None = None) -> list[DuplicateGroup]:
+        """Groups of near-duplicate images, largest first (duplicates.py); needs no model, and deletes nothing."""
+        from tinymvlm.index import duplicates
+
+        searcher = Searcher(self.store)  # opened without the model check: the stored vectors are all it needs
+        try:
+            return duplicates.find_duplicates(
+                searcher.catalog, searcher.manifest["embed_dim"],
+                duplicates.DEFAULT_THRESHOLD if threshold is None else threshold,
+                duplicates.LOOK_THRESHOLD if look_threshold is None else look_threshold, on_decoded=on_decoded)
+        finally:
+            searcher.close()
 
     def info(self) -> dict:
         return self.store.read_manifest()

@@ -16,10 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 from tinymvlm.index import vectors
 from tinymvlm.index.catalog import Catalog, CatalogChanged
+from tinymvlm.index.filters import SearchFilter
 from tinymvlm.index.query_syntax import Term
 from tinymvlm.index.store import IndexStore
 
 from tinymvlm.errors import TmvError
+
+
+TYPICAL_SAMPLE = 1000
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class Searcher:
         self._manifest_stamp = self._stamp()
         self.catalog = Catalog(store.catalog_path, readonly=True)
         self._views: dict[str, _View] = {}
+        self._samples: dict[str, tuple[int, np.ndarray]] = {}  # kind -> (generation, sample vectors)
 
     def close(self) -> None:
         self.catalog.close()
@@ -87,45 +92,91 @@ class Searcher:
         return self._views[kind]
 
     def search(self, query: np.ndarray, k: int = 10, kind: str = "images", nprobe: int | None = None,
-               ef_search: int | None = None) -> list[Hit]:
-        """Top-k hits for one normalised query vector."""
+               ef_search: int | None = None, where: SearchFilter | None = None,
+               min_score: float | None = None) -> list[Hit]:
+        """Top-k hits for one normalised query vector: among the images `where` allows (all: None), and
+        none scoring below `min_score`."""
         if k < 1:
             raise TmvError("-k/--top must be at least 1")
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
         dim = self.manifest["embed_dim"]
         if query.shape[1] != dim:
             raise TmvError(f"query vector has {query.shape[1]} dimensions, the index {dim}")
+        if where is not None and not where.active:
+            where = None
+        if where is not None and kind != "images":
+            raise TmvError("date and folder filters apply to image searches, not to captions")
         view = self._view(kind)
         tries = 5  # a writer's checkpoint overlapping a read is rare; a second read sees it whole
         while True:
             try:
-                return self._search(view, kind, query, k, dim, nprobe, ef_search)
+                hits = self._search(view, kind, query, k, dim, nprobe, ef_search, where)
+                break
             except CatalogChanged:
                 tries -= 1
                 if not tries:
                     raise
+        return hits if min_score is None else [hit for hit in hits if hit.score >= min_score]
 
-    def _search(self, view: _View, kind: str, query: np.ndarray, k: int, dim: int, nprobe: int | None,
-                ef_search: int | None) -> list[Hit]:
+    def typical_score(self, query: np.ndarray, kind: str = "images") -> float | None:
+        """The median score of `query` over a fixed random sample of the collection (at most
+        TYPICAL_SAMPLE vectors): what an unrelated item scores, the floor a relative cut-off measures
+        from. None for an empty collection."""
         with self.catalog.snapshot():
             generation = self.catalog.generation(kind)
+            cached = self._samples.get(kind)
+            if cached is None or cached[0] != generation:
+                ids = self.catalog.ids(kind)
+                if len(ids) > TYPICAL_SAMPLE:
+                    ids = np.sort(np.random.default_rng(0).choice(ids, TYPICAL_SAMPLE, replace=False))
+                cached = self._samples[kind] = (generation, self.catalog.vectors(kind, ids, self.manifest["embed_dim"]))
+        sample = cached[1]
+        if not len(sample):
+            return None
+        return float(np.median(sample @ np.asarray(query, dtype=np.float32).reshape(-1)))
+
+    def _allowed(self, where: SearchFilter | None) -> np.ndarray | None:
+        """The image ids a filter allows, from the current snapshot (None: no filter)."""
+        if where is None:
+            return None
+        if (where.after or where.before) and self.catalog.schema == "1":
+            raise TmvError(f"index {self.store.folder} predates photo dates; run 'tmv index --index "
+                           f"{self.store.folder}' once to read them (nothing is embedded again)")
+        folders = where.folder_paths(self.catalog.roots()) if where.folders else []
+        return self.catalog.image_ids_where(where.after, where.before, folders)
+
+    def _search(self, view: _View, kind: str, query: np.ndarray, k: int, dim: int, nprobe: int | None,
+                ef_search: int | None, where: SearchFilter | None) -> list[Hit]:
+        with self.catalog.snapshot():
+            generation = self.catalog.generation(kind)
+            allowed = self._allowed(where)
+            if allowed is not None and not len(allowed):
+                return []
+            params = None
             if view.index is not None:
-                params = view.entry["params"]
-                vectors.set_search_params(view.index, view.entry["type"], nprobe or params.get("nprobe"),
-                                          ef_search or params.get("ef_search"))
+                nprobe = nprobe or view.entry["params"].get("nprobe")
+                ef_search = ef_search or view.entry["params"].get("ef_search")
+                vectors.set_search_params(view.index, view.entry["type"], nprobe, ef_search)
+                if allowed is not None:
+                    params = vectors.selection(view.entry["type"], allowed, nprobe, ef_search)
             if view.index is not None and view.entry["generation"] == generation:
-                scores, ids = vectors.search(view.index, query, k)
+                scores, ids = vectors.search(view.index, query, k, params)
                 scores, ids = scores[0], ids[0]
             else:
-                scores, ids = self._catch_up_search(view, kind, generation, query, k, dim)
+                scores, ids = self._catch_up_search(view, kind, generation, query, k, dim, params, allowed)
             keep = ids >= 0
             scores, ids = scores[keep], ids[keep]
+            if allowed is not None and len(ids) < min(k, len(allowed)):
+                # An IVF's probed cells or an HNSW graph walk held too few of the allowed images: the
+                # allowed set is small, so search it exactly from the catalogue's vectors.
+                scores, ids = vectors.brute_force(allowed, self.catalog.vectors(kind, allowed, dim), query, k)
+                scores, ids = scores[0], ids[0]
             labels = self.catalog.labels(kind, ids.tolist())
         hits = [(float(s), int(i)) for s, i in zip(scores, ids) if int(i) in labels]
         return [Hit(rank, s, i, kind, labels[i]) for rank, (s, i) in enumerate(hits[:k], start=1)]
 
-    def _catch_up_search(self, view: _View, kind: str, generation: int, query: np.ndarray, k: int,
-                         dim: int) -> tuple[np.ndarray, np.ndarray]:
+    def _catch_up_search(self, view: _View, kind: str, generation: int, query: np.ndarray, k: int, dim: int,
+                         params=None, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         if view.catchup is None or view.catchup[0] != generation:
             snapshot_ids = self.catalog.ids(kind)
             if view.index is not None and view.ids is None:
@@ -137,8 +188,11 @@ class Searcher:
         _, extra, missing, missing_vecs = view.catchup
         results = []
         if view.index is not None:
-            scores, ids = vectors.search(view.index, query, k + len(extra))
+            scores, ids = vectors.search(view.index, query, k + len(extra), params)
             results += [(s, i) for s, i in zip(scores[0], ids[0]) if i >= 0 and int(i) not in extra]
+        if allowed is not None:
+            chosen = np.isin(missing, allowed)
+            missing, missing_vecs = missing[chosen], missing_vecs[chosen]
         side_scores, side_ids = vectors.brute_force(missing, missing_vecs, query, k)
         results += list(zip(side_scores[0], side_ids[0]))
         results.sort(key=lambda r: -r[0])

@@ -25,6 +25,7 @@ from typing import Sequence
 from tinymvlm.index.catalog import CATALOG_FILES, KINDS, Catalog, fs_path
 from tinymvlm.index.shard import shard_folders
 from tinymvlm.index.store import IndexStore, ModelInfo
+from tinymvlm.index.update import IndexReport, describe_images
 from tinymvlm.index.vectors import IndexSpec
 from tinymvlm.index.writer_lock import IndexLock
 
@@ -76,6 +77,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out: str | Path, spec: IndexS
                 for shard in shards:
                     _copy(catalog, shard, shards)
                     killpoint.reached(f"merge shard {shard.index}")
+            describe_images(catalog, IndexReport())  # the photo metadata, read again (a shard may predate it)
             for kind in KINDS:
                 manifest = store.sync(catalog, manifest, kind, spec)
             manifest["counts"]["skipped"] = catalog.count_skipped()

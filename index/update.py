@@ -10,12 +10,14 @@ the next scan finds the committed files unchanged and embeds only the rest.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 from tinymvlm.index.caption_files import read_captions
 from tinymvlm.index.catalog import Catalog, to_blob
+from tinymvlm.index.photo_meta import read_photo_meta
 from tinymvlm.index.scan import FileStat, Plan
 
 from tinymvlm.inference.runtime import Runtime
@@ -49,6 +51,7 @@ class IndexReport:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), this run
     known_bad: list[tuple[str, str]] = field(default_factory=list)  # unchanged files that failed before
     passed_over: list[str] = field(default_factory=list)  # files under the folders that are no pictures
+    described: int = 0  # images whose date, camera and size were read
     captions_added: int = 0
     captions_embedded: int = 0
     captions_removed: int = 0
@@ -131,6 +134,18 @@ def _insert_or_replace(catalog: Catalog, plan: Plan, file: FileStat, digest: str
     else:
         report.added += 1
     catalog.insert_image(file.path, file.size, file.mtime_ns, digest, blob)
+
+
+def describe_images(catalog: Catalog, report: IndexReport, batch: int = 500, workers: int = 4) -> None:
+    """Read the photo metadata (photo_meta.py) of every image that lacks it: new and touched files, and
+    all of an index made before the metadata existed (catalogue schema 1). Headers only, a committed
+    batch at a time, so an interrupted run resumes where it stopped."""
+    with ThreadPoolExecutor(workers) as pool:
+        while rows := catalog.undescribed_images(batch):
+            metas = list(pool.map(lambda row: read_photo_meta(row[1], row[2]), rows))
+            with catalog.transaction():
+                catalog.describe_images((row[0], m.taken_at, m.camera, m.width, m.height) for row, m in zip(rows, metas))
+            report.described += len(rows)
 
 
 def index_captions(catalog: Catalog, model, tokenizer, sources: Sequence[str], column: str | None,

@@ -155,13 +155,30 @@ def set_search_params(index: faiss.Index, kind: str, nprobe: int | None = None, 
         faiss.downcast_index(index.index).hnsw.efSearch = ef_search
 
 
-def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, ids) of shape (len(queries), k); missing results have id -1."""
+def selection(kind: str, allowed: np.ndarray, nprobe: int | None = None,
+              ef_search: int | None = None) -> faiss.SearchParameters:
+    """Search parameters that restrict a search to the ids in `allowed` (FAISS skips the rest while it
+    scans, so a filter costs no extra results). The type's own search breadth goes with them, since a
+    parameters object replaces the index's settings."""
+    selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+    if kind == "ivf":
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe or 1)
+    elif kind == "hnsw":
+        params = faiss.SearchParametersHNSW(sel=selector, efSearch=ef_search or 16)
+    else:
+        params = faiss.SearchParameters(sel=selector)
+    params.keep_alive = selector  # the SWIG object holds a raw pointer only
+    return params
+
+
+def search(index: faiss.Index, queries: np.ndarray, k: int,
+           params: faiss.SearchParameters | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, ids) of shape (len(queries), k); missing results have id -1. `params`: see `selection`."""
     k = max(1, min(k, index.ntotal)) if index.ntotal else 1
     if index.ntotal == 0:
         n = len(queries)
         return np.full((n, 1), -np.inf, dtype=np.float32), np.full((n, 1), -1, dtype=np.int64)
-    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
 
 
 def brute_force(ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -173,3 +190,40 @@ def brute_force(ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: in
     k = min(k, len(ids))
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(scores, top, axis=1), ids[top]
+
+
+RANGE_EXACT_BELOW = 20_000  # fewer vectors: exact all-pairs search; more: an IVF made for the purpose
+RANGE_NPROBE = 8
+RANGE_TRAIN_PER_LIST = 40  # FAISS wants 39 per cell
+
+
+def range_pairs(vectors: np.ndarray, threshold: float, nprobe: int = RANGE_NPROBE,
+                chunk: int = 20_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair (i < j, positions in `vectors`) whose similarity is at least `threshold`, and that
+    similarity. Exact below RANGE_EXACT_BELOW vectors; above, each vector's range search visits only
+    `nprobe` of about 4·sqrt(n) IVF cells, so the work grows as n^1.5, not n^2. A pair close enough
+    to matter here (a near-duplicate) almost always shares a cell (benchmarks/bench_dupes.py measures
+    what the cells miss)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    if n < RANGE_EXACT_BELOW:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        nlist = int(4 * math.sqrt(n))
+        index = empty("ivf", {"nlist": nlist}, dim)
+        sample = np.random.default_rng(0).choice(n, size=min(n, RANGE_TRAIN_PER_LIST * nlist), replace=False)
+        index.cp.niter = 10
+        train(index, "ivf", vectors[np.sort(sample)])
+        faiss.extract_index_ivf(index).nprobe = nprobe
+    index.add(vectors)
+    firsts, seconds, sims = [], [], []
+    for start in range(0, n, chunk):
+        lims, scores, found = index.range_search(vectors[start:start + chunk], threshold)
+        rows = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims.astype(np.int64)))
+        later = found > rows  # each pair once, and not a vector with itself
+        firsts.append(rows[later])
+        seconds.append(found[later])
+        sims.append(scores[later])
+    if not firsts:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
+    return np.concatenate(firsts), np.concatenate(seconds).astype(np.int64), np.concatenate(sims)

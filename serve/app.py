@@ -3,8 +3,12 @@
     GET  /api/info                       index folder, model, counts, indexed folders, limits
     GET  /api/search?q=TEXT              text query (weighted syntax); or like=ID ("more like this")
     POST /api/search[?q=TEXT]            body: an image file's bytes (image->image, image->text)
-         common parameters: kind=images|captions, k=1..max_k (24), offset=0..max_offset (0)
+         common parameters: kind=images|captions, k=1..max_k (24), offset=0..max_offset (0),
+         after=DATE, before=DATE, folder=SUBPATH (repeatable), min_score=S (see index/filters.py);
+         the answer's "cutoff" is the score below which the page folds results (service.RELATIVE_CUTOFF)
     GET  /api/thumb/ID, /api/image/ID    thumbnail / original of image ID (by catalogue id only)
+    GET  /api/duplicates                 near-duplicate groups {"groups": [{ids, paths, keep, similarity}]};
+                                         search hits carry "similar" (other copies) once they are known
 
 Every error is JSON {"error": "..."} with a 4xx status. Results are the records of `tmv search --json`.
 """
@@ -27,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from tinymvlm.index.filters import SearchFilter
 from tinymvlm.serve.hostguard import HostGuard
 from tinymvlm.serve.service import Query, SearchService
 from tinymvlm.serve.thumbnails import ThumbnailCache
@@ -85,8 +90,24 @@ def _query(request: Request, service: SearchService, upload: bool = False) -> Qu
     text = request.query_params.get("q")
     if like is not None and (text or upload):
         raise HTTPException(400, "like=ID searches by one image alone; leave out q and the upload")
+    params = request.query_params
+    where = SearchFilter.parse(params.get("after"), params.get("before"), params.getlist("folder"), prefix="")
     return Query(text=text, like=like, kind=kind, k=_int_param(request, "k", 24, 1, limits.max_k),
-                 offset=_int_param(request, "offset", 0, 0, limits.max_offset))
+                 offset=_int_param(request, "offset", 0, 0, limits.max_offset), where=where,
+                 min_score=_score_param(request, "min_score"))
+
+
+def _score_param(request: Request, name: str) -> float | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise HTTPException(400, f"{name}={raw[:40]!r} is not a number") from None
+    if not -1.0 <= value <= 1.0:
+        raise HTTPException(400, f"{name}={raw[:40]} is out of range: scores are cosine similarities, -1..1")
+    return value
 
 
 async def _save_upload(request: Request, limit: int, folder: str) -> str:
@@ -161,6 +182,10 @@ def create_app(service: SearchService, thumbs: ThumbnailCache, allowed_hosts: se
             await run_in_threadpool(_check_image, path, limits.max_upload_pixels)  # decoding: off the event loop
             return await timed_search(dataclasses.replace(query, image=path))
 
+    async def duplicates(request: Request) -> Response:
+        groups = await run_in_threadpool(service.dupes.groups)  # its own thread and connection: searches go on
+        return Json({"groups": [{**g.to_dict(), "ids": g.ids} for g in groups]})
+
     async def _path(request: Request) -> str:
         path = await service.call(service.image_path, request.path_params["id"])
         if not os.path.isfile(path):
@@ -192,6 +217,7 @@ def create_app(service: SearchService, thumbs: ThumbnailCache, allowed_hosts: se
 
     app = Starlette(
         routes=[Route("/", page), Route("/api/info", info), Route("/api/search", search, methods=["GET", "POST"]),
+                Route("/api/duplicates", duplicates),
                 Route("/api/thumb/{id:int}", thumb), Route("/api/image/{id:int}", original),
                 Mount("/static", StaticFiles(directory=STATIC), name="static")],
         exception_handlers={HTTPException: _http_error, TmvError: _bad_query, LookupError: _not_found,

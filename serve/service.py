@@ -10,6 +10,8 @@ reopened: no restart is needed, and nothing half-written is ever read.
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -17,12 +19,28 @@ from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 import numpy as np
+from tinymvlm.index.filters import SearchFilter
 from tinymvlm.index.python_api import Index
 from tinymvlm.index.query_syntax import Term, parse_query
 
 from tinymvlm.errors import TmvError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+# The page folds results behind "show more" when they score below this fraction of the way from what an
+# unrelated image scores (the median over a sample of the collection) up to the query's best hit. Chosen
+# on 22 labelled queries over 143 real photos (benchmarks/bench_cutoff.py, docs/photo-library.md): a
+# fixed score or a fixed distance from the best cannot serve both a query with one clear answer and one
+# whose scores are all close (the built-in model's "people"), nor two models' score scales.
+RELATIVE_CUTOFF = 0.5
+
+
+def cutoff(best: float, typical: float | None) -> float | None:
+    """The score below which the page folds results (see RELATIVE_CUTOFF)."""
+    if typical is None or typical >= best:
+        return None
+    return typical + RELATIVE_CUTOFF * (best - typical)
 
 
 @dataclass(frozen=True)
@@ -45,6 +63,8 @@ class Query:
     kind: str = "images"
     k: int = 24
     offset: int = 0
+    where: SearchFilter = SearchFilter()
+    min_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +97,7 @@ class SearchService:
         # captions, and "More results" asks again, so the text tower runs once for all of them.
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cached_queries = cached_queries
+        self.dupes = DuplicateCache(index)
 
     async def call(self, func: Callable[..., T], *args) -> T:
         """Run `func` on the worker thread, without blocking the event loop."""
@@ -142,15 +163,81 @@ class SearchService:
                 if len(self._vectors) > self._cached_queries:
                     self._vectors.popitem(last=False)
         embedded = time.perf_counter()
-        hits = self.index.search_vector(np.asarray(vector), k=query.offset + query.k + 1, texts=texts)
+        hits = self.index.search_vector(np.asarray(vector), k=query.offset + query.k + 1, texts=texts,
+                                        where=query.where, min_score=query.min_score)
         page = hits[query.offset:query.offset + query.k]
+        similar = self.dupes.similar_counts() if not texts else {}
         body = {"kind": query.kind, "k": query.k, "offset": query.offset,
-                "more": len(hits) > query.offset + query.k, "results": [hit.to_dict() for hit in page]}
+                "more": len(hits) > query.offset + query.k,
+                "results": [{**hit.to_dict(), **({"similar": similar[hit.id]} if hit.id in similar else {})}
+                            for hit in page],
+                "cutoff": self._cutoff(hits, vector, query.kind)}
         done = time.perf_counter()
         return Answer(body, (embedded - start) * 1000, (done - embedded) * 1000, (time.thread_time() - cpu_start) * 1000)
+
+    def _cutoff(self, hits, vector: np.ndarray, kind: str) -> float | None:
+        if not hits:
+            return None
+        floor = cutoff(hits[0].score, self.index.searcher().typical_score(vector, kind))
+        return None if floor is None else round(floor, 6)
 
     def image_path(self, id: int) -> str:
         path = self.index.label_of(id)
         if path is None:
             raise LookupError(f"no image with id {id} in the index")
         return path
+
+
+class DuplicateCache:
+    """The index's near-duplicate groups (index/duplicates.py), found once per state of the catalogue.
+
+    Finding them decodes the candidate pairs' files, which can take minutes on a large library, so it
+    runs on a thread of its own (with its own catalogue connection), never on the search thread: searches
+    go on meanwhile, and their hits carry a "similar" count once a result exists (the last one found, while
+    a newer one is being made: ids are never reused, so an older result only misses the newest files)."""
+
+    def __init__(self, index: Index) -> None:
+        self._folder = index.folder
+        self._lock = threading.Lock()
+        self._result: tuple[tuple, list, dict[int, int]] | None = None  # (catalogue state, groups, counts)
+        self._running: tuple | None = None
+        self._done = threading.Condition(self._lock)
+
+    def _state(self) -> tuple:
+        manifest = Index(self._folder).info()
+        return manifest.get("instance"), manifest.get("indexes", {}).get("images", {}).get("generation")
+
+    def groups(self) -> list:
+        """The groups of the catalogue's current state, found now if need be (blocks the calling thread)."""
+        state = self._state()
+        with self._lock:
+            while self._running == state:
+                self._done.wait()
+            if self._result is not None and self._result[0] == state:
+                return self._result[1]
+            self._running = state
+        try:
+            groups = Index(self._folder).duplicates()
+        finally:
+            with self._lock:
+                self._running = None
+                self._done.notify_all()
+        counts = {i: len(g.ids) - 1 for g in groups for i in g.ids}
+        with self._lock:
+            self._result = (state, groups, counts)
+        return groups
+
+    def start(self) -> None:
+        """Find the groups in the background (at start-up), so hits soon carry their counts."""
+        threading.Thread(target=self._quietly, name="tmv-dupes", daemon=True).start()
+
+    def _quietly(self) -> None:
+        try:
+            self.groups()
+        except Exception:  # an unreadable index is reported by the searches themselves
+            log.exception("finding near-duplicates failed")
+
+    def similar_counts(self) -> dict[int, int]:
+        """{image id: how many other copies its group has} from the last result (empty before one)."""
+        with self._lock:
+            return self._result[2] if self._result is not None else {}

@@ -67,6 +67,26 @@ def upload(driver, path: Path) -> None:
     driver.find_element("id", "file").send_keys(str(path))
 
 
+def show_weaker(driver) -> int:
+    """Unfold the weaker results (if any were folded); returns how many were."""
+    button = driver.find_element("id", "weaker")
+    if not button.is_displayed():
+        return 0
+    folded = int(button.text.split()[1])
+    button.click()
+    wait(driver, lambda d: not d.find_element("id", "weaker").is_displayed())
+    return folded
+
+
+def api_search(url: str, query: str) -> dict:
+    import json
+    import urllib.parse
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}api/search?" + urllib.parse.urlencode({"q": query})) as response:
+        return json.load(response)
+
+
 def test_text_query_shows_thumbnails_captions_and_escaped_names(server, browser, tmp_path):
     from selenium.webdriver.common.keys import Keys
 
@@ -77,7 +97,9 @@ def test_text_query_shows_thumbnails_captions_and_escaped_names(server, browser,
     browser.find_element("tag name", "body").send_keys("/")  # keyboard: / focuses the query box
     assert browser.switch_to.active_element.get_attribute("id") == "q"
     browser.switch_to.active_element.send_keys("red + square", Keys.ENTER)
-    wait(browser, lambda d: len(cards(d)) == 9 and "9 images for red + square" in status(d))
+    wait(browser, lambda d: len(cards(d)) == 9 and "for red + square" in status(d))
+    show_weaker(browser)
+    wait(browser, lambda d: "9 images for red + square" in status(d))
     # every thumbnail decoded (naturalWidth > 0), scores shown
     wait(browser, lambda d: d.execute_script(
         "return [...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)"))
@@ -117,9 +139,10 @@ def test_image_upload_more_like_this_and_full_image(server, browser, tmp_path):
     browser.save_screenshot(str(shot))
     print(f"\nscreenshot: {shot}")
 
+    show_weaker(browser)
     cards(browser)[1].find_element("css selector", ".like").click()  # "more like this" on the second hit
-    wait(browser, lambda d: status(d).startswith("9 images for more like"))
-    liked = status(browser).rsplit("more like ", 1)[1]
+    wait(browser, lambda d: " images for more like" in status(d))
+    liked = status(browser).rsplit("more like ", 1)[1].split(" · ")[0]
     assert cards(browser)[0].find_element("tag name", "figcaption").text.endswith(liked)
     assert "1.000" in cards(browser)[0].find_element("css selector", ".score").text
 
@@ -156,3 +179,107 @@ def test_bad_upload_shows_an_error(server, browser):
     wait(browser, lambda d: "error" in d.find_element("id", "status").get_attribute("class"))
     assert status(browser) == "error: the upload is not an image: send a JPEG, PNG, WebP, HEIC, AVIF, GIF, BMP or TIFF file"
     assert browser.find_element("id", "status").get_attribute("role") == "alert"
+
+
+def test_the_address_holds_the_search(server, browser):
+    """/?q=... runs that search on load; each search gets its own address, and back / forward restore
+    the searches (query box, filters and results) without reloading the page."""
+    from selenium.webdriver.common.keys import Keys
+
+    url, _, _ = server
+    browser.set_window_size(1280, 900)
+    browser.get(url + "?q=a+plain+blue+square")
+    wait(browser, lambda d: "for a plain blue square" in status(d))
+    assert browser.find_element("id", "q").get_attribute("value") == "a plain blue square"
+    assert len(cards(browser)) == 9
+    browser.execute_script("window.sameDocument = true")  # gone if anything below reloads the page
+    box = browser.find_element("id", "q")
+    box.clear()
+    box.send_keys("green", Keys.ENTER)
+    wait(browser, lambda d: "for green" in status(d) and d.current_url == url + "?q=green")
+    browser.find_element("id", "folder").send_keys("nowhere")
+    box.clear()
+    box.send_keys("red", Keys.ENTER)
+    wait(browser, lambda d: status(d) == "no images match red, in nowhere")
+    assert browser.current_url == url + "?q=red&folder=nowhere"
+    browser.back()
+    wait(browser, lambda d: "for green" in status(d) and d.find_element("id", "q").get_attribute("value") == "green")
+    assert browser.find_element("id", "folder").get_attribute("value") == ""
+    browser.back()
+    wait(browser, lambda d: "for a plain blue square" in status(d))
+    browser.forward()
+    browser.forward()
+    wait(browser, lambda d: status(d) == "no images match red, in nowhere")
+    assert browser.find_element("id", "folder").get_attribute("value") == "nowhere"
+    assert browser.execute_script("return window.sameDocument === true")
+
+
+def test_weaker_results_are_folded_and_captions_sit_beside_the_grid(server, browser, tmp_path):
+    url, _, _ = server
+    expected = api_search(url, "red square")  # the server's own cut-off for this query
+    weak = [r for r in expected["results"] if r["score"] < expected["cutoff"]]
+    assert 0 < len(weak) < 9  # half-way from the median up to the best: some, never all, fall below
+    browser.set_window_size(1400, 900)
+    browser.get(url + "?q=red+square")
+    wait(browser, lambda d: status(d) == f"{9 - len(weak)} images for red square · {len(weak)} weaker hidden")
+    visible = [c for c in cards(browser) if c.is_displayed()]
+    assert len(visible) == 9 - len(weak)
+    assert browser.find_element("id", "weaker").text == f"Show {len(weak)} weaker result" + "s" * (len(weak) > 1)
+    grid = browser.find_element("id", "grid").rect
+    captions = browser.find_element("id", "captions").rect
+    assert captions["x"] >= grid["x"] + grid["width"] and abs(captions["y"] - grid["y"]) < 80  # beside, not below
+    browser.save_screenshot(str(tmp_path / "wide.png"))
+    assert show_weaker(browser) == len(weak)
+    assert all(c.is_displayed() for c in cards(browser)) and status(browser) == "9 images for red square"
+    browser.set_window_size(700, 900)  # narrow: the captions go below the grid
+    wait(browser, lambda d: d.find_element("id", "captions").rect["y"] > d.find_element("id", "grid").rect["y"]
+         + d.find_element("id", "grid").rect["height"] - 1)
+
+
+@pytest.fixture(scope="module")
+def library_server(tmp_path_factory, tiny_checkpoint):
+    """Three photos, one of them imported twice (a byte copy in another folder)."""
+    from PIL import Image
+    from skimage import data
+    from tinymvlm.index import Index
+
+    from tinymvlm.inference.runtime import Runtime
+
+    root = tmp_path_factory.mktemp("library-browser")
+    photos = root / "photos"
+    (photos / "again").mkdir(parents=True)
+    Image.fromarray(data.astronaut()).save(photos / "astronaut.jpg")
+    shutil.copyfile(photos / "astronaut.jpg", photos / "again" / "astronaut.jpg")
+    Image.fromarray(data.coffee()).save(photos / "coffee.jpg")
+    with Index(root / "index", checkpoint=tiny_checkpoint, runtime=Runtime(device="cpu")) as index:
+        index.add([photos], runtime=Runtime(workers=0, device="cpu"))
+    process = ServerProcess("--index", str(root / "index"), "--thumbs", str(root / "thumbs"))
+    yield process.url, photos
+    process.stop()
+
+
+def test_duplicates_view_and_similar_counts(library_server, browser, tmp_path):
+    pytest.importorskip("skimage", reason="scikit-image's sample photos (a dev dependency)")
+    url, photos = library_server
+    browser.set_window_size(1280, 900)
+    browser.get(url + "?view=duplicates")  # the view has an address too
+    wait(browser, lambda d: status(d) == "1 group of near-duplicates, 1 extra copy")
+    figures = browser.find_elements("css selector", "#dupe-groups figure")
+    assert [f.find_element("tag name", "figcaption").get_attribute("title") for f in figures] == [
+        str(photos / "again" / "astronaut.jpg"), str(photos / "astronaut.jpg")]  # same size and date: first path
+    assert "keep" in figures[0].text and "keep" not in figures[1].text
+    assert not browser.find_element("id", "results").is_displayed()
+    browser.save_screenshot(str(tmp_path / "duplicates.png"))
+    box = browser.find_element("id", "q")
+    box.send_keys("a photo\n")
+    wait(browser, lambda d: "for a photo" in status(d))
+    show_weaker(browser)
+    similar = {c.find_element("tag name", "figcaption").get_attribute("title"): c.find_elements("css selector", ".similar")
+               for c in cards(browser)}
+    assert {path: [b.text for b in buttons] for path, buttons in similar.items()} == {
+        str(photos / "astronaut.jpg"): ["1 similar photo"], str(photos / "again" / "astronaut.jpg"): ["1 similar photo"],
+        str(photos / "coffee.jpg"): []}
+    similar[str(photos / "astronaut.jpg")][0].click()  # that photo's group alone
+    wait(browser, lambda d: status(d) == "1 group of near-duplicates, 1 extra copy" and "view=duplicates&of=" in d.current_url)
+    browser.back()
+    wait(browser, lambda d: "for a photo" in status(d) and d.find_element("id", "results").is_displayed())
