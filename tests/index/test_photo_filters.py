@@ -260,3 +260,27 @@ def test_photo_meta_of_an_unreadable_file_is_its_file_time(tmp_path):
     path.write_bytes(b"not a JPEG")
     meta = read_photo_meta(str(path), FILE_TIME * 10**9)
     assert meta == type(meta)(dt.datetime.fromtimestamp(FILE_TIME).isoformat(), None, None, None)
+
+
+HEIC_IN_A_FRESH_PROCESS = """
+import os, sys
+from tinymvlm.index.photo_meta import read_photo_meta
+meta = read_photo_meta(sys.argv[1], os.stat(sys.argv[1]).st_mtime_ns)
+print(meta.taken_at, meta.width, meta.height)
+"""
+
+
+def test_a_phones_heic_photo_gives_its_exif_date(tmp_path):
+    """A process that has decoded no image yet still reads a HEIC header's date (not its file time)."""
+    import subprocess
+    import sys
+
+    pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif is a dependency; its wheel is missing here")
+    pillow_heif.register_heif_opener()
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[36867] = "2021:05:06 07:08:09"
+    path = tmp_path / "IMG_0001.HEIC"
+    Image.new("RGB", (64, 48), "red").save(path, format="HEIF", exif=exif.tobytes())
+    out = subprocess.run([sys.executable, "-c", HEIC_IN_A_FRESH_PROCESS, str(path)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.split() == ["2021-05-06T07:08:09", "64", "48"], out.stderr[-2000:]
