@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import click
-from tinymvlm.cli.console import err, friendly_errors, setup_logging, warn_skipped
+from tinymvlm.cli.console import err, friendly_errors, progress, setup_logging, warn_skipped
 
 
 class RichReporter:
-    """Draws training progress (loss, lr, pairs/s, ETA) and epoch summaries on stderr."""
+    """Draws training progress (loss, lr, pairs/s, ETA), validation progress and epoch summaries on
+    stderr: live bars on a terminal that vanish when done (the epoch lines are the record), plain
+    lines in a log."""
 
     def __init__(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        self.progress = progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                                 TimeRemainingColumn(), console=err, transient=False)
+                                 TimeRemainingColumn())
         self.task = None
+        self.val_task = None
 
     def notice(self, message: str) -> None:
         from rich.markup import escape
@@ -45,10 +41,21 @@ class RichReporter:
         self.progress.update(self.task, completed=step, description=f"epoch {epoch}",
                              stats=f"loss {loss:.3f}  lr {lr:.2e}  {pairs_per_s:.1f} pairs/s")
 
-    def validating(self, epoch: int) -> None:
-        self.progress.update(self.task, description=f"epoch {epoch} validating")
+    def validating(self, epoch: int, images: int) -> None:
+        if images:
+            self.val_task = self.progress.add_task(f"epoch {epoch} validating", total=images, stats="images")
+        else:
+            self.progress.update(self.task, description=f"epoch {epoch} validating")
+
+    def validated_images(self, count: int) -> None:
+        if self.val_task is not None:
+            self.progress.advance(self.val_task, count)
 
     def epoch_end(self, record: dict) -> None:
+        if self.val_task is not None:
+            self.progress.remove_task(self.val_task)
+            self.val_task = None
+        self.progress.update(self.task, description=f"epoch {record['epoch']}")
         line = f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, {record['pairs_per_s']:.1f} pairs/s"
         if "val" in record:
             v = record["val"]

@@ -37,7 +37,7 @@ from tinymvlm.models.checkpoint import load_checkpoint, save_checkpoint
 from tinymvlm.models.factory import create_model
 from tinymvlm.models.resolve import resolve_model
 from tinymvlm.models.tinyclip import TinyClip
-from tinymvlm.training import freeze, image_cache, run_config, wiseft
+from tinymvlm.training import curves, freeze, image_cache, run_config, scalars, wiseft
 from tinymvlm.training.batches import (
     Collate,
     FeatureDataset,
@@ -61,7 +61,8 @@ class Reporter:
     def skipped(self, pairs: PairSet) -> None: ...
     def start(self, total_steps: int, start_step: int, info: dict) -> None: ...
     def step(self, step: int, epoch: int, loss: float, lr: float, pairs_per_s: float) -> None: ...
-    def validating(self, epoch: int) -> None: ...
+    def validating(self, epoch: int, images: int) -> None: ...
+    def validated_images(self, count: int) -> None: ...
     def epoch_end(self, record: dict) -> None: ...
 
 
@@ -111,6 +112,8 @@ class TrainState:
     step: int = 0
     best: float | None = None
     start_weights: dict[str, torch.Tensor] | None = None  # what the saved models mix with (wiseft)
+    tensorboard: scalars.Scalars | None = None  # --tensorboard, on rank 0
+    curves_shown: bool = False  # the reporter was told where curves.png is
 
     @property
     def finished(self) -> bool:
@@ -150,11 +153,15 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, given: Iterable[st
             "val_images": len(state.val_pairs) if state.val_pairs else 0, "device": str(device),
             "processes": info.world_size, "run_dir": str(state.run_dir),
             "label_prior": state.model.label_prior.classes if state.model.label_prior is not None else 0})
-        for epoch in range(state.start_epoch, cfg.epochs):
-            record = train_epoch(state, epoch)
-            if info.is_main:
-                end_epoch(state, record)
-            distributed.barrier()
+        try:
+            for epoch in range(state.start_epoch, cfg.epochs):
+                record = train_epoch(state, epoch)
+                if info.is_main:
+                    end_epoch(state, record)
+                distributed.barrier()
+        finally:
+            if state.tensorboard is not None:
+                state.tensorboard.close()
         return state.run_dir
 
 
@@ -162,6 +169,8 @@ def setup(cfg: TrainConfig, reporter: Reporter | None, info: Dist, device: torch
     """Data, model, optimiser and (when resuming) the trainer state of a run, on this rank; rank 0
     prepares the run folder. Each step below builds one part of the state."""
     reporter = reporter or Reporter()
+    if cfg.tensorboard:
+        scalars.require()
     runtime = Runtime.on(device, cfg.precision, batch_size=cfg.batch_size, workers=cfg.workers)
     run_dir = Path(distributed.broadcast_text(str(run_folder.new_run_dir(cfg.out_dir)), device))
     _seed_all(cfg.seed)
@@ -181,7 +190,8 @@ def setup(cfg: TrainConfig, reporter: Reporter | None, info: Dist, device: torch
                       val_features=data.val_features, dataset=data.dataset, collate=data.collate, sampler=sampler,
                       drop_last=drop_last, cached=data.cached, steps_per_epoch=steps_per_epoch,
                       total_steps=steps_per_epoch * cfg.epochs, optimizer=optimizer, net=net,
-                      start_epoch=start_epoch, step=step, best=best, start_weights=start)
+                      start_epoch=start_epoch, step=step, best=best, start_weights=start,
+                      tensorboard=scalars.Scalars(run_dir) if cfg.tensorboard and info.is_main else None)
 
 
 def _load_pairs(cfg: TrainConfig, reporter: Reporter, info: Dist) -> tuple[PairSet, PairSet | None]:
@@ -350,6 +360,8 @@ def train_epoch(state: TrainState, epoch: int) -> dict:
         lr = max(group["lr"] for group in optimizer.param_groups)
         if state.info.is_main:
             state.log.append({"type": "step", "step": state.step, "epoch": epoch + 1, "loss": step_loss, "lr": lr})
+            if state.tensorboard is not None:
+                state.tensorboard.step(state.step, step_loss, lr)
         state.reporter.step(state.step, epoch + 1, step_loss, lr, rate)
     optimizer.zero_grad(set_to_none=True)
     elapsed = time.perf_counter() - started
@@ -365,9 +377,10 @@ def end_epoch(state: TrainState, record: dict) -> None:
     info = {"epoch": epoch, "step": step, "train_loss": record["train_loss"]}
     with wiseft.mixed(model, state.start_weights, cfg.wise_alpha) as saved:
         if state.val_pairs is not None:
-            state.reporter.validating(epoch)
+            state.reporter.validating(epoch, 0 if state.val_features is not None else len(state.val_pairs))
             # At the training batch size: inference at the evaluation size must not raise the run's peak memory.
-            record["val"] = evaluate(saved, tokenizer, state.val_pairs, state.runtime, features=state.val_features)
+            record["val"] = evaluate(saved, tokenizer, state.val_pairs, state.runtime, features=state.val_features,
+                                     on_images=state.reporter.validated_images)
         current = selection_score(record["val"]) if "val" in record else None
         improved = current is None or state.best is None or current > state.best
         if improved:
@@ -380,4 +393,10 @@ def end_epoch(state: TrainState, record: dict) -> None:
     save_checkpoint(state.run_dir / run_folder.LATEST, model, tokenizer, info,
                     trainer_state(state.optimizer, epoch, step, state.best))
     state.log.append(record, sync=True)
+    if state.tensorboard is not None:
+        state.tensorboard.epoch(record)
     state.reporter.epoch_end(record)
+    drawn = curves.draw_curves(state.run_dir)
+    if not state.curves_shown:
+        state.reporter.notice(f"training curves: {drawn} (redrawn after every epoch)")
+        state.curves_shown = True
