@@ -18,7 +18,8 @@ class PlainProgress(Progress):
     def __init__(self, *columns, **kwargs) -> None:
         kwargs.update(disable=True, transient=True)
         super().__init__(*columns, **kwargs)
-        self._said: dict[TaskID, float] = {}
+        self._said: dict[TaskID, float] = {}  # when a task's last line was printed
+        self._at: dict[TaskID, float] = {}  # and at what count: an unchanged count is not said again
         self._done: set[TaskID] = set()
 
     def update(self, task_id: TaskID, **kwargs) -> None:
@@ -43,8 +44,9 @@ class PlainProgress(Progress):
         now = time.monotonic()
         if task.finished:
             self._say_finished(task_id)
-        elif task.completed and now - self._said.setdefault(task_id, task.start_time or now) >= PLAIN_EVERY_S:
-            self._said[task_id] = now
+        elif (task.completed != self._at.get(task_id)
+              and now - self._said.setdefault(task_id, task.start_time or now) >= PLAIN_EVERY_S):
+            self._said[task_id], self._at[task_id] = now, task.completed
             self.console.print(self._line(task), markup=False, highlight=False, soft_wrap=True)
 
     def _say_finished(self, task_id: TaskID) -> None:
@@ -52,14 +54,15 @@ class PlainProgress(Progress):
         if task_id in self._done or not task.completed:
             return
         self._done.add(task_id)
-        self.console.print(self._line(task, finished=True), markup=False, highlight=False, soft_wrap=True)
+        self.console.print(self._line(task, final=True), markup=False, highlight=False, soft_wrap=True)
 
     @staticmethod
-    def _line(task, finished: bool = False) -> str:
+    def _line(task, final: bool = False) -> str:
         count = f"{task.completed:g}/{task.total:g}" if task.total else f"{task.completed:g}"
         stats = " ".join(Text.from_markup(str(v)).plain for v in task.fields.values() if v)
         speed = f"{task.speed:.1f}/s" if task.speed and "/s" not in stats else ""
-        when = (f"in {task.elapsed:.0f}s" if finished else
+        elapsed = task.elapsed or 0.0
+        when = (f"in {elapsed:.0f}s" if final and task.finished else f"stopped after {elapsed:.0f}s" if final else
                 f"ETA {task.time_remaining:.0f}s" if task.time_remaining is not None else "")
         return "  ".join(part for part in (Text.from_markup(task.description).plain, count, stats, speed, when) if part)
 

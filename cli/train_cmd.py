@@ -18,7 +18,8 @@ class RichReporter:
                                  TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA"),
                                  TimeRemainingColumn())
         self.task = None
-        self.val_task = None
+        self.work = None  # a long step outside the optimiser steps: caching features, validating
+        self.work_unit, self.work_done, self.work_since = "", 0, 0.0
 
     def notice(self, message: str) -> None:
         from rich.markup import escape
@@ -41,20 +42,30 @@ class RichReporter:
         self.progress.update(self.task, completed=step, description=f"epoch {epoch}",
                              stats=f"loss {loss:.3f}  lr {lr:.2e}  {pairs_per_s:.1f} pairs/s")
 
-    def validating(self, epoch: int, images: int) -> None:
-        if images:
-            self.val_task = self.progress.add_task(f"epoch {epoch} validating", total=images, stats="images")
-        else:
-            self.progress.update(self.task, description=f"epoch {epoch} validating")
+    def validating(self, epoch: int) -> None:
+        self.progress.update(self.task, description=f"epoch {epoch} validating")
 
-    def validated_images(self, count: int) -> None:
-        if self.val_task is not None:
-            self.progress.advance(self.val_task, count)
+    def work_started(self, description: str, total: int, unit: str) -> None:
+        import time
+
+        self.progress.start()
+        self.work = self.progress.add_task(description, total=total, stats="")
+        self.work_unit, self.work_done, self.work_since = unit, 0, time.perf_counter()
+
+    def work_advanced(self, count: int) -> None:
+        import time
+
+        if self.work is not None:
+            self.work_done += count
+            rate = self.work_done / max(time.perf_counter() - self.work_since, 1e-9)
+            self.progress.update(self.work, completed=self.work_done, stats=f"{rate:.1f} {self.work_unit}/s")
+
+    def work_finished(self) -> None:
+        if self.work is not None:
+            self.progress.remove_task(self.work)
+            self.work = None
 
     def epoch_end(self, record: dict) -> None:
-        if self.val_task is not None:
-            self.progress.remove_task(self.val_task)
-            self.val_task = None
         self.progress.update(self.task, description=f"epoch {record['epoch']}")
         line = f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, {record['pairs_per_s']:.1f} pairs/s"
         if "val" in record:
@@ -64,8 +75,7 @@ class RichReporter:
         self.progress.console.print(line, soft_wrap=True)
 
     def close(self) -> None:
-        if self.task is not None:
-            self.progress.stop()
+        self.progress.stop()
 
 
 def config_params(cls: type) -> list[click.Option]:

@@ -111,7 +111,7 @@ def _draw_recall(ax, curves: Curves, alpha: float | None) -> None:
     for prefix, label in DIRECTIONS:
         for k in KS:
             values = [e["val"].get(f"{prefix}_R@{k}") for e in scored]
-            ax.plot(epochs, values, marker="o", markersize=3, color=K_COLOURS[k],
+            ax.plot(epochs, values, marker="o" if prefix == "t2i" else "s", markersize=4, color=K_COLOURS[k],
                     linestyle="-" if prefix == "t2i" else "--", label=f"{label} R@{k}")
     best = curves.best_epoch()
     ax.axvline(best["epoch"], color="#d62728", linewidth=1.2, linestyle=":")

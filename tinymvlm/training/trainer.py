@@ -61,8 +61,10 @@ class Reporter:
     def skipped(self, pairs: PairSet) -> None: ...
     def start(self, total_steps: int, start_step: int, info: dict) -> None: ...
     def step(self, step: int, epoch: int, loss: float, lr: float, pairs_per_s: float) -> None: ...
-    def validating(self, epoch: int, images: int) -> None: ...
-    def validated_images(self, count: int) -> None: ...
+    def validating(self, epoch: int) -> None: ...
+    def work_started(self, description: str, total: int, unit: str) -> None: ...  # a long step outside the steps
+    def work_advanced(self, count: int) -> None: ...
+    def work_finished(self) -> None: ...
     def epoch_end(self, record: dict) -> None: ...
 
 
@@ -270,12 +272,16 @@ def _training_data(cfg: TrainConfig, model: TinyClip, tokenizer, train_pairs: Pa
                         + (" (so no --image-cache: it is for runs that train the image tower)" if cfg.image_cache else ""))
         eval_tf = build_transforms(model.data_config, training=False)
         device, batch = runtime.torch_device, cfg.batch_size * 2
+        reporter.work_started("caching image-tower features", len(train_pairs) * cfg.image_views, "images")
         feats = image_features(model, train_pairs, train_tf, cfg.image_views, batch, cfg.workers,
-                               runtime.precision, device, cfg.seed, clean=eval_tf)
+                               runtime.precision, device, cfg.seed, clean=eval_tf, on_images=reporter.work_advanced)
+        reporter.work_finished()
         val_features = None
         if val_pairs is not None and info.is_main:
+            reporter.work_started("caching validation features", len(val_pairs), "images")
             val_features = image_features(model, val_pairs, eval_tf, 1, batch, cfg.workers, runtime.precision,
-                                          device)[:, 0]
+                                          device, on_images=reporter.work_advanced)[:, 0]
+            reporter.work_finished()
         return _TrainingData(FeatureDataset(feats, train_pairs.captions, tokens), collate, True, val_features)
     if not cfg.image_cache:
         return _TrainingData(PairDataset(train_pairs, train_tf, tokens), collate, False, None)
@@ -377,10 +383,13 @@ def end_epoch(state: TrainState, record: dict) -> None:
     info = {"epoch": epoch, "step": step, "train_loss": record["train_loss"]}
     with wiseft.mixed(model, state.start_weights, cfg.wise_alpha) as saved:
         if state.val_pairs is not None:
-            state.reporter.validating(epoch, 0 if state.val_features is not None else len(state.val_pairs))
+            state.reporter.validating(epoch)
+            if state.val_features is None:
+                state.reporter.work_started(f"epoch {epoch} validating", len(state.val_pairs), "images")
             # At the training batch size: inference at the evaluation size must not raise the run's peak memory.
             record["val"] = evaluate(saved, tokenizer, state.val_pairs, state.runtime, features=state.val_features,
-                                     on_images=state.reporter.validated_images)
+                                     on_images=state.reporter.work_advanced)
+            state.reporter.work_finished()
         current = selection_score(record["val"]) if "val" in record else None
         improved = current is None or state.best is None or current > state.best
         if improved:
