@@ -1,5 +1,5 @@
 """A run's training curves as a picture: the loss of every optimiser step and the validation recall of
-every epoch, read from RUN/metrics.jsonl, so how a run went is seen at a glance instead of read from
+every epoch (of the WiSE-FT mix the run validates, when it mixes), read from RUN/metrics.jsonl alone, so how a run went is seen at a glance instead of read from
 columns of numbers. Drawn on matplotlib's Agg canvas (no display, no global pyplot state), written
 atomically as PNG or SVG."""
 
@@ -72,13 +72,6 @@ def metrics_path(run: str | Path) -> Path:
     raise TmvError(f"{run} is not a run folder: give the folder 'tmv train' wrote (it holds {run_folder.METRICS})")
 
 
-def _wise_alpha(run_dir: Path) -> float | None:
-    from tinymvlm.training.run_config import read_options
-
-    config = run_dir / run_folder.CONFIG
-    return read_options(config).get("wise_alpha") if config.is_file() else None
-
-
 def _smoothed(values: list[float], window: int) -> list[float]:
     """Running mean over the last `window` values: the trend through the step-to-step noise."""
     out, total = [], 0.0
@@ -115,8 +108,11 @@ def _draw_recall(ax, curves: Curves, alpha: float | None) -> None:
                     linestyle="-" if prefix == "t2i" else "--", label=f"{label} R@{k}")
     best = curves.best_epoch()
     ax.axvline(best["epoch"], color="#d62728", linewidth=1.2, linestyle=":")
+    last = best["epoch"] == epochs[-1]  # the label goes left of the line, inside the axes
     ax.annotate(f"best: epoch {best['epoch']}", xy=(best["epoch"], 1), xycoords=("data", "axes fraction"),
-                xytext=(3, -12), textcoords="offset points", color="#d62728", fontsize=8)
+                xytext=(-4 if last else 4, -12), textcoords="offset points", color="#d62728", fontsize=8,
+                ha="right" if last else "left")
+    ax.margins(x=0.05)
     ax.set_xlabel("epoch")
     ax.set_ylabel("recall %")
     ax.set_ylim(0, 100)
@@ -140,7 +136,7 @@ def draw_curves(run: str | Path, out: str | Path | None = None):
     axes = figure.subplots(1, 2 if scored else 1, squeeze=False)[0]
     _draw_loss(axes[0], curves)
     if scored:
-        _draw_recall(axes[1], curves, _wise_alpha(run_dir))
+        _draw_recall(axes[1], curves, scored[-1].get("val_wise_alpha"))
     last = curves.epochs[-1] if curves.epochs else None
     done = f", {last['epoch']} epoch(s), {last['step']} steps" if last else f", {curves.steps[-1]} steps (first epoch running)"
     figure.suptitle(f"{run_dir.resolve().name}{done}", fontsize=11)

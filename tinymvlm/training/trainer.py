@@ -389,6 +389,7 @@ def end_epoch(state: TrainState, record: dict) -> None:
             # At the training batch size: inference at the evaluation size must not raise the run's peak memory.
             record["val"] = evaluate(saved, tokenizer, state.val_pairs, state.runtime, features=state.val_features,
                                      on_images=state.reporter.work_advanced)
+            record["val_wise_alpha"] = cfg.wise_alpha  # what was validated: the mix start + alpha x (trained - start)
             state.reporter.work_finished()
         current = selection_score(record["val"]) if "val" in record else None
         improved = current is None or state.best is None or current > state.best
