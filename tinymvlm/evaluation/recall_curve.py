@@ -39,12 +39,15 @@ def draw_recall_curve(curve: RecallCurve, out: str | Path, title: str) -> Path:
 
     figure = Figure(figsize=(7, 4.5), layout="constrained")
     ax = figure.subplots()
-    for values, label, colour in ((curve.t2i, "text → image", "#1f77b4"), (curve.i2t, "image → text", "#ff7f0e")):
+    lines = ((curve.t2i, curve.i2t, "text → image", "#1f77b4"), (curve.i2t, curve.t2i, "image → text", "#ff7f0e"))
+    for values, other, label, colour in lines:
         ax.plot(curve.ks, values, color=colour, linewidth=1.8, label=label)
-        for k in curve.marked:
+        for k in curve.marked:  # the higher of the two figures is labelled above its point, the lower below
+            above = values[k - 1] > other[k - 1] or (values[k - 1] == other[k - 1] and values is curve.i2t)
             ax.plot([k], [values[k - 1]], "o", color=colour, markersize=5)
-            ax.annotate(f"{values[k - 1]:.1f}", (k, values[k - 1]), xytext=(4, -11 if colour == "#1f77b4" else 5),
-                        textcoords="offset points", fontsize=8, color=colour)
+            first = k == curve.ks[0]  # at the left edge the label goes right of its point
+            ax.annotate(f"{values[k - 1]:.1f}", (k, values[k - 1]), xytext=(4 if first else -4, 6 if above else -13),
+                        textcoords="offset points", fontsize=8, color=colour, ha="left" if first else "right")
     ax.set_xscale("log")
     ticks = [k for k in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if k <= curve.ks[-1]]
     ax.xaxis.set_major_locator(FixedLocator(ticks))
