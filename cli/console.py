@@ -14,6 +14,18 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 
+def progress(*columns, transient: bool = True):
+    """A progress display on stderr: rich's live bar on a terminal, plain lines anywhere else (a log
+    keeps no half-drawn bar)."""
+    from rich.progress import Progress
+
+    from tinymvlm.cli.plain_progress import PlainProgress
+
+    if err.is_terminal:
+        return Progress(*columns, console=err, transient=transient)
+    return PlainProgress(*columns, console=err)
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Library code logs; this shows warnings (one line each) on stderr, quiets third-party chatter."""
     from rich.logging import RichHandler

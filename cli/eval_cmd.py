@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import click
-from tinymvlm.cli.console import err, friendly_errors, model_option, note_model, out, setup_logging, warn_skipped
+from tinymvlm.cli.console import err, friendly_errors, model_option, note_model, out, progress, setup_logging, warn_skipped
 
 DEFAULT_KS = (1, 5, 10)
 
@@ -21,29 +21,26 @@ class _EvalCommand(click.Command):
 
 
 class _ImageProgress:
-    """A transient progress bar on stderr while images are embedded (only on a terminal)."""
+    """Progress while images are embedded: a transient bar on a terminal, plain lines in a log."""
 
     def __init__(self, total: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-        self.progress = None
-        if err.is_terminal:
-            self.progress = Progress(TextColumn("embedding images"), BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), console=err, transient=True)
-            self.task = self.progress.add_task("images", total=total)
+        from tinymvlm.cli.plain_progress import RateColumn
+
+        self.progress = progress(TextColumn("embedding images"), BarColumn(), MofNCompleteColumn(),
+                                 RateColumn("images"), TextColumn("ETA"), TimeRemainingColumn())
+        self.task = self.progress.add_task("embedding images", total=total)
 
     def __enter__(self) -> "_ImageProgress":
-        if self.progress is not None:
-            self.progress.start()
+        self.progress.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.progress is not None:
-            self.progress.stop()
+        self.progress.stop()
 
     def __call__(self, n: int) -> None:
-        if self.progress is not None:
-            self.progress.advance(self.task, n)
+        self.progress.advance(self.task, n)
 
 
 def _retrieval_table(title: str, metrics: dict[str, float], ks: list[int]):
@@ -105,6 +102,8 @@ def _zeroshot_tables(title: str, result) -> list:
 @click.option("--limit", type=int, help="Evaluate an evenly spaced sample of N images (a quick check).")
 @click.option("--index", "index_dir", type=click.Path(file_okay=False), help="Also evaluate what this FAISS index returns (the recall cost of an approximate index).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the metrics, dataset and checkpoint to this JSON file.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Draw recall@k against k (1 to 50) for both directions to this PNG or SVG file.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--workers", type=int, help="DataLoader processes decoding images (default: one per core, at most 8).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
@@ -115,7 +114,7 @@ def _zeroshot_tables(title: str, result) -> list:
 def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, model: str | None, data: str | None, split: str | None,
              image_root: str | None, image_column: str | None, caption_column: str | None, label_column: str | None,
              classes_file: str | None, templates: tuple[str, ...], limit: int | None, index_dir: str | None,
-             json_path: str | None, batch_size: int, workers: int | None, precision: str, device: str, verbose: bool) -> None:
+             json_path: str | None, plot_path: str | None, batch_size: int, workers: int | None, precision: str, device: str, verbose: bool) -> None:
     """Evaluate a checkpoint: text→image and image→text recall@K over every caption, or zero-shot accuracy.
 
     Every caption is a text→image query; an image→text query hits if any of the image's captions is in
@@ -133,6 +132,12 @@ def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, model: str | Non
 
     if zeroshot and (recall or ks):
         raise TmvError("--zeroshot reports top-1/top-5 accuracy; drop --recall and the K values")
+    if zeroshot and plot_path:
+        raise TmvError("--plot draws retrieval recall@k; it does not combine with --zeroshot")
+    if plot_path:
+        from tinymvlm.atomic import figure_format
+
+        figure_format(plot_path)
     if zeroshot and index_dir:
         raise TmvError("--index evaluates retrieval; it does not combine with --zeroshot")
     if not zeroshot and (label_column or classes_file or templates):
@@ -164,7 +169,7 @@ def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, model: str | Non
         if zeroshot:
             task = _zeroshot(model, tokenizer, *evaluation, runtime)
         else:
-            task = _retrieval(model, tokenizer, evaluation, ks_list, runtime, index)
+            task = _retrieval(model, tokenizer, evaluation, ks_list, runtime, index, plot_path)
         run = run_config(path)
         record = evaluation_record(path, meta, run.to_dict() if run else None, runtime, task, data, split, limit)
     finally:
@@ -191,7 +196,7 @@ def _retrieval_data(path, data, split, image_root, image_column, caption_column,
     return pairs if sample is None else pairs.subset(sample)
 
 
-def _retrieval(model, tokenizer, pairs, ks, runtime, index) -> dict:
+def _retrieval(model, tokenizer, pairs, ks, runtime, index, plot_path) -> dict:
     from rich.markup import escape
 
     from tinymvlm.evaluation.retrieval import evaluate_retrieval
@@ -204,6 +209,12 @@ def _retrieval(model, tokenizer, pairs, ks, runtime, index) -> dict:
         err.print(f"{result.shared_captions} caption row(s) share their text with another image; "
                   f"each counts as a hit only for its own image")
     record = result.record(pairs)
+    if plot_path:
+        from tinymvlm.evaluation.recall_curve import draw_recall_curve, recall_curve
+
+        drawn = draw_recall_curve(recall_curve(result.embedded, ks), plot_path,
+                                  f"{pairs.name}: {result.images} images, {result.captions} captions")
+        err.print(f"wrote {drawn}", markup=False)
     if index is not None:
         record["index"] = _run_index(index, pairs, result, ks)
     return record

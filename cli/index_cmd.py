@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import click
-from tinymvlm.cli.console import err, friendly_errors, model_option, note_model, setup_logging
+from tinymvlm.cli.console import err, friendly_errors, model_option, note_model, progress, setup_logging
 
 
 class RichProgress:
@@ -13,16 +13,15 @@ class RichProgress:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
-            Progress,
             SpinnerColumn,
             TextColumn,
             TimeElapsedColumn,
             TimeRemainingColumn,
         )
 
-        self.progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        self.progress = progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                                 TimeRemainingColumn(), console=err, transient=False)
+                                 TimeRemainingColumn(), transient=False)
         self.task = None
         self.what = "images"
         self._start = 0.0

@@ -6,6 +6,7 @@ import click
 from tinymvlm.cli.dupes_cmd import dupes
 from tinymvlm.cli.eval_cmd import eval_cmd
 from tinymvlm.cli.index_cmd import index_command
+from tinymvlm.cli.plot_cmd import plot
 from tinymvlm.cli.score_cmd import score
 from tinymvlm.cli.search_cmd import search
 from tinymvlm.cli.serve_cmd import serve
@@ -27,6 +28,7 @@ cli.add_command(score)
 cli.add_command(serve)
 cli.add_command(dupes)
 cli.add_command(eval_cmd, name="eval")
+cli.add_command(plot)
 
 
 def main() -> None:

@@ -94,11 +94,14 @@ def run(index, sock, host: str, names: set[str], thumb_dir, max_upload_mb: float
         err.print(f"loading {index.folder} ...", markup=False)
         service.call_sync(service.warm_up)
         service.dupes.start()
-        counts = service.call_sync(service.info)["counts"]
+        info = service.call_sync(service.info)
+        counts = info["counts"]
         app = create_app(service, ThumbnailCache(thumb_dir or default_thumb_dir()), names)
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{sock.getsockname()[1]}/"
         err.print(f"serving {counts['images']} images and {counts['captions']} captions at {url}", markup=False)
+        curves = f"; its training curves: {url.rstrip('/')}{info['curves']}" if info["curves"] else ""
+        err.print(f"model {info['model']['checkpoint']}{curves}", markup=False)
         warning = exposure_warning(host, names)
         if warning:
             err.print(f"[yellow]warning:[/] {escape(warning)}")

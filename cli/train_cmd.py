@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import click
-from tinymvlm.cli.console import err, friendly_errors, setup_logging, warn_skipped
+from tinymvlm.cli.console import err, friendly_errors, progress, setup_logging, warn_skipped
 
 
 class RichReporter:
-    """Draws training progress (loss, lr, pairs/s, ETA) and epoch summaries on stderr."""
+    """Draws training progress (loss, lr, pairs/s, ETA), validation progress and epoch summaries on
+    stderr: live bars on a terminal that vanish when done (the epoch lines are the record), plain
+    lines in a log."""
 
     def __init__(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        self.progress = progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                                 TimeRemainingColumn(), console=err, transient=False)
+                                 TimeRemainingColumn())
         self.task = None
+        self.work = None  # a long step outside the optimiser steps: caching features, validating
+        self.work_unit, self.work_done, self.work_since = "", 0, 0.0
 
     def notice(self, message: str) -> None:
         from rich.markup import escape
@@ -48,7 +45,28 @@ class RichReporter:
     def validating(self, epoch: int) -> None:
         self.progress.update(self.task, description=f"epoch {epoch} validating")
 
+    def work_started(self, description: str, total: int, unit: str) -> None:
+        import time
+
+        self.progress.start()
+        self.work = self.progress.add_task(description, total=total, stats="")
+        self.work_unit, self.work_done, self.work_since = unit, 0, time.perf_counter()
+
+    def work_advanced(self, count: int) -> None:
+        import time
+
+        if self.work is not None:
+            self.work_done += count
+            rate = self.work_done / max(time.perf_counter() - self.work_since, 1e-9)
+            self.progress.update(self.work, completed=self.work_done, stats=f"{rate:.1f} {self.work_unit}/s")
+
+    def work_finished(self) -> None:
+        if self.work is not None:
+            self.progress.remove_task(self.work)
+            self.work = None
+
     def epoch_end(self, record: dict) -> None:
+        self.progress.update(self.task, description=f"epoch {record['epoch']}")
         line = f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, {record['pairs_per_s']:.1f} pairs/s"
         if "val" in record:
             v = record["val"]
@@ -57,8 +75,7 @@ class RichReporter:
         self.progress.console.print(line, soft_wrap=True)
 
     def close(self) -> None:
-        if self.task is not None:
-            self.progress.stop()
+        self.progress.stop()
 
 
 def config_params(cls: type) -> list[click.Option]:

@@ -1,6 +1,7 @@
 """The HTTP side of `tmv serve`: a Starlette app with the search page and the JSON API.
 
-    GET  /api/info                       index folder, model, counts, indexed folders, limits
+    GET  /api/info                       index folder, model, curves, counts, indexed folders, limits
+    GET  /api/curves                     the training curves (PNG) of the run whose model the index uses
     GET  /api/search?q=TEXT              text query (weighted syntax); or like=ID ("more like this")
     POST /api/search[?q=TEXT]            body: an image file's bytes (image->image, image->text)
          common parameters: kind=images|captions, k=1..max_k (24), offset=0..max_offset (0),
@@ -33,7 +34,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from tinymvlm.index.filters import SearchFilter
 from tinymvlm.serve.hostguard import HostGuard
-from tinymvlm.serve.service import Query, SearchService
+from tinymvlm.serve.service import CURVES_URL, Query, SearchService
 from tinymvlm.serve.thumbnails import ThumbnailCache
 
 from tinymvlm.data.transform import load_image
@@ -165,6 +166,9 @@ def create_app(service: SearchService, thumbs: ThumbnailCache, allowed_hosts: se
     async def info(request: Request) -> Response:
         return Json(await service.call(service.info))
 
+    async def curves(request: Request) -> Response:
+        return FileResponse(await service.call(service.curves), media_type="image/png", headers={"cache-control": "no-cache"})
+
     async def timed_search(query: Query) -> Response:
         """The search's own time (not HTTP or queueing) goes in a Server-Timing header: browsers'
         developer tools show it, and benchmarks/bench_serve.py reads it."""
@@ -216,8 +220,8 @@ def create_app(service: SearchService, thumbs: ThumbnailCache, allowed_hosts: se
         return Response(data, media_type="image/png")
 
     app = Starlette(
-        routes=[Route("/", page), Route("/api/info", info), Route("/api/search", search, methods=["GET", "POST"]),
-                Route("/api/duplicates", duplicates),
+        routes=[Route("/", page), Route("/api/info", info), Route(CURVES_URL, curves),
+                Route("/api/search", search, methods=["GET", "POST"]), Route("/api/duplicates", duplicates),
                 Route("/api/thumb/{id:int}", thumb), Route("/api/image/{id:int}", original),
                 Mount("/static", StaticFiles(directory=STATIC), name="static")],
         exception_handlers={HTTPException: _http_error, TmvError: _bad_query, LookupError: _not_found,

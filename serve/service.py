@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, TypeVar
 
 import numpy as np
@@ -23,10 +24,12 @@ from tinymvlm.index.filters import SearchFilter
 from tinymvlm.index.python_api import Index
 from tinymvlm.index.query_syntax import Term, parse_query
 
+from tinymvlm import run_folder
 from tinymvlm.errors import TmvError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+CURVES_URL = "/api/curves"  # the training curves of the index's model, when it is a run's
 
 # The page folds results behind "show more" when they score below this fraction of the way from what an
 # unrelated image scores (the median over a sample of the collection) up to the query's best hit. Chosen
@@ -133,12 +136,23 @@ class SearchService:
 
     def info(self) -> dict:
         manifest = self._current()
-        return {"folder": str(self.index.folder), "model": manifest["model"], "counts": manifest["counts"],
+        return {"folder": str(self.index.folder), "model": manifest["model"], "curves": self.curves_url(),
+                "counts": manifest["counts"],
                 "folders": self.index.folders(), "updated": manifest.get("updated"),
                 "types": {kind: entry["type"] for kind, entry in manifest.get("indexes", {}).items()},
                 "limits": {"max_k": self.limits.max_k, "max_offset": self.limits.max_offset,
                            "max_upload_bytes": self.limits.max_upload_bytes,
                            "max_upload_pixels": self.limits.max_upload_pixels}}
+
+    def curves(self) -> Path:
+        """The training curves of the run whose checkpoint the index uses."""
+        curves = run_folder.curves_of(self.index.checkpoint_path())
+        if curves is None:
+            raise LookupError("the index's model has no training curves: it is not the checkpoint of a 'tmv train' run")
+        return curves
+
+    def curves_url(self) -> str | None:
+        return CURVES_URL if run_folder.curves_of(self.index.checkpoint_path()) is not None else None
 
     def search(self, query: Query) -> Answer:
         start, cpu_start = time.perf_counter(), time.thread_time()

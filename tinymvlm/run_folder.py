@@ -6,6 +6,7 @@ resolution of a `--model` name reads it (a run folder means its best checkpoint)
     RUN/epoch_NNN.safetensors     weights every `save_every` epochs
     RUN/best.safetensors          the best epoch's weights
     RUN/latest.safetensors        weights plus trainer state: what a resume reads
+    RUN/curves.png                training loss and validation recall, redrawn after every epoch
     RUN/.*.tmp                    a checkpoint write cut short by a kill (removed when the run restarts)
 
 Runs live under ./runs ($TMV_RUNS) unless given a folder. The run's options (config.yaml) are read and
@@ -26,6 +27,7 @@ CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 BEST = "best.safetensors"
 LATEST = "latest.safetensors"
+CURVES = "curves.png"
 
 
 def epoch_checkpoint(run_dir: Path, epoch: int) -> Path:
@@ -54,6 +56,15 @@ def run_checkpoint(run_dir: Path) -> Path:
         if (run_dir / name).is_file():
             return run_dir / name
     raise TmvError(f"run folder {run_dir} holds no {BEST} or {LATEST}")
+
+
+def curves_of(checkpoint: str | Path | None) -> Path | None:
+    """The training curves of the run a checkpoint belongs to, if it is a run's and they were drawn."""
+    if checkpoint is None:
+        return None
+    path = Path(checkpoint)
+    curves = (path if path.is_dir() else path.parent) / CURVES
+    return curves if curves.is_file() and (curves.parent / METRICS).is_file() else None
 
 
 def clear_stale(run_dir: Path) -> None:

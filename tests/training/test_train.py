@@ -29,7 +29,7 @@ def _records(run: Path, kind: str) -> list[dict]:
 def test_training_writes_checkpoints_and_the_loss_falls(tiny_model_config, colour_folder, tmp_path):
     run = train(_config(tiny_model_config, colour_folder, tmp_path / "run", epochs=6, save_every=2))
     names = sorted(p.name for p in run.iterdir())
-    assert names == ["best.safetensors", "config.yaml", "epoch_002.safetensors", "epoch_004.safetensors",
+    assert names == ["best.safetensors", "config.yaml", "curves.png", "epoch_002.safetensors", "epoch_004.safetensors",
                      "epoch_006.safetensors", "latest.safetensors", "metrics.jsonl", "start.safetensors"]
     epochs = _records(run, "epoch")
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4, 5, 6]

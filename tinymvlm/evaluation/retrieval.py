@@ -93,12 +93,13 @@ def evaluate_retrieval(model: TinyClip, tokenizer, pairs: PairSet, ks: Sequence[
 
 @torch.inference_mode()
 def evaluate(model: TinyClip, tokenizer, pairs: PairSet, runtime: Runtime, ks: Sequence[int] = (1, 5, 10),
-             features: torch.Tensor | None = None) -> dict[str, float]:
+             features: torch.Tensor | None = None, on_images: OnImages | None = None) -> dict[str, float]:
     """Training's per-epoch validation: the metrics dict of `evaluate_retrieval`. `features` are the
-    images' cached tower features, when the image tower is locked."""
+    images' cached tower features, when the image tower is locked; `on_images` hears each batch of
+    images embedded otherwise."""
     model.eval()
     images = None if features is None else model.project_image(features.to(runtime.torch_device)).float().cpu().numpy()
-    return evaluate_retrieval(model, tokenizer, pairs, ks, runtime, images=images).metrics
+    return evaluate_retrieval(model, tokenizer, pairs, ks, runtime, on_images, images=images).metrics
 
 
 # ------------------------------------------------------------------------------ evaluation records

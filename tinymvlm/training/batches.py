@@ -4,6 +4,7 @@ pre-tokenised caption per image, and the collation of a batch."""
 from __future__ import annotations
 
 import random
+from typing import Callable
 
 import numpy as np
 import torch
@@ -92,9 +93,9 @@ class _Views(Dataset):
 @torch.inference_mode()
 def image_features(model: TinyClip, pairs: PairSet, transform, views: int = 1, batch_size: int = 64,
                    workers: int = 0, precision: str = "fp32", device: torch.device | str = "cpu",
-                   seed: int = 0, clean=None) -> torch.Tensor:
+                   seed: int = 0, clean=None, on_images: Callable[[int], None] | None = None) -> torch.Tensor:
     """Pooled image-tower features, shape (images, views, features); each view's augmentation is
-    seeded by (seed, view), whatever the batch size and workers."""
+    seeded by (seed, view), whatever the batch size and workers. `on_images` hears each batch's size."""
     model.image_tower.eval()
     loader = DataLoader(_Views(pairs, transform, views, seed, clean), batch_size=batch_size, num_workers=workers)
     chunks = []
@@ -102,6 +103,8 @@ def image_features(model: TinyClip, pairs: PairSet, transform, views: int = 1, b
         pixels = pixels.to(device).contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
             chunks.append(model.image_features(pixels).float().cpu())
+        if on_images is not None:
+            on_images(len(pixels))
     return torch.cat(chunks).view(len(pairs), views, -1)
 
 

@@ -77,6 +77,9 @@ class TrainConfig:
         0.75, "WiSE-FT: validate and save start + ALPHA x (trained - start), a mix of the fine-tuned weights and "
              "those the run started from, which keeps what the start knew (1: the fine-tuned weights as they are; 0.75 "
              "measured best on Tux Paint against real photos, see benchmarks/bench_builtin.py).")
+    tensorboard: bool = option(
+        False, "Also write TensorBoard scalars (loss, lr, validation recall) to RUN/tensorboard; needs the "
+               "tensorboard package.")
     resume: str | None = option(
         None, "'latest' (needs --out-dir) or a latest.safetensors path: continue where that run stopped, "
               "with that run's options.")

@@ -37,7 +37,7 @@ from tinymvlm.models.checkpoint import load_checkpoint, save_checkpoint
 from tinymvlm.models.factory import create_model
 from tinymvlm.models.resolve import resolve_model
 from tinymvlm.models.tinyclip import TinyClip
-from tinymvlm.training import freeze, image_cache, run_config, wiseft
+from tinymvlm.training import curves, freeze, image_cache, run_config, scalars, wiseft
 from tinymvlm.training.batches import (
     Collate,
     FeatureDataset,
@@ -62,6 +62,9 @@ class Reporter:
     def start(self, total_steps: int, start_step: int, info: dict) -> None: ...
     def step(self, step: int, epoch: int, loss: float, lr: float, pairs_per_s: float) -> None: ...
     def validating(self, epoch: int) -> None: ...
+    def work_started(self, description: str, total: int, unit: str) -> None: ...  # a long step outside the steps
+    def work_advanced(self, count: int) -> None: ...
+    def work_finished(self) -> None: ...
     def epoch_end(self, record: dict) -> None: ...
 
 
@@ -111,6 +114,8 @@ class TrainState:
     step: int = 0
     best: float | None = None
     start_weights: dict[str, torch.Tensor] | None = None  # what the saved models mix with (wiseft)
+    tensorboard: scalars.Scalars | None = None  # --tensorboard, on rank 0
+    curves_shown: bool = False  # the reporter was told where curves.png is
 
     @property
     def finished(self) -> bool:
@@ -150,11 +155,15 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, given: Iterable[st
             "val_images": len(state.val_pairs) if state.val_pairs else 0, "device": str(device),
             "processes": info.world_size, "run_dir": str(state.run_dir),
             "label_prior": state.model.label_prior.classes if state.model.label_prior is not None else 0})
-        for epoch in range(state.start_epoch, cfg.epochs):
-            record = train_epoch(state, epoch)
-            if info.is_main:
-                end_epoch(state, record)
-            distributed.barrier()
+        try:
+            for epoch in range(state.start_epoch, cfg.epochs):
+                record = train_epoch(state, epoch)
+                if info.is_main:
+                    end_epoch(state, record)
+                distributed.barrier()
+        finally:
+            if state.tensorboard is not None:
+                state.tensorboard.close()
         return state.run_dir
 
 
@@ -162,6 +171,8 @@ def setup(cfg: TrainConfig, reporter: Reporter | None, info: Dist, device: torch
     """Data, model, optimiser and (when resuming) the trainer state of a run, on this rank; rank 0
     prepares the run folder. Each step below builds one part of the state."""
     reporter = reporter or Reporter()
+    if cfg.tensorboard:
+        scalars.require()
     runtime = Runtime.on(device, cfg.precision, batch_size=cfg.batch_size, workers=cfg.workers)
     run_dir = Path(distributed.broadcast_text(str(run_folder.new_run_dir(cfg.out_dir)), device))
     _seed_all(cfg.seed)
@@ -181,7 +192,8 @@ def setup(cfg: TrainConfig, reporter: Reporter | None, info: Dist, device: torch
                       val_features=data.val_features, dataset=data.dataset, collate=data.collate, sampler=sampler,
                       drop_last=drop_last, cached=data.cached, steps_per_epoch=steps_per_epoch,
                       total_steps=steps_per_epoch * cfg.epochs, optimizer=optimizer, net=net,
-                      start_epoch=start_epoch, step=step, best=best, start_weights=start)
+                      start_epoch=start_epoch, step=step, best=best, start_weights=start,
+                      tensorboard=scalars.Scalars(run_dir) if cfg.tensorboard and info.is_main else None)
 
 
 def _load_pairs(cfg: TrainConfig, reporter: Reporter, info: Dist) -> tuple[PairSet, PairSet | None]:
@@ -260,12 +272,16 @@ def _training_data(cfg: TrainConfig, model: TinyClip, tokenizer, train_pairs: Pa
                         + (" (so no --image-cache: it is for runs that train the image tower)" if cfg.image_cache else ""))
         eval_tf = build_transforms(model.data_config, training=False)
         device, batch = runtime.torch_device, cfg.batch_size * 2
+        reporter.work_started("caching image-tower features", len(train_pairs) * cfg.image_views, "images")
         feats = image_features(model, train_pairs, train_tf, cfg.image_views, batch, cfg.workers,
-                               runtime.precision, device, cfg.seed, clean=eval_tf)
+                               runtime.precision, device, cfg.seed, clean=eval_tf, on_images=reporter.work_advanced)
+        reporter.work_finished()
         val_features = None
         if val_pairs is not None and info.is_main:
+            reporter.work_started("caching validation features", len(val_pairs), "images")
             val_features = image_features(model, val_pairs, eval_tf, 1, batch, cfg.workers, runtime.precision,
-                                          device)[:, 0]
+                                          device, on_images=reporter.work_advanced)[:, 0]
+            reporter.work_finished()
         return _TrainingData(FeatureDataset(feats, train_pairs.captions, tokens), collate, True, val_features)
     if not cfg.image_cache:
         return _TrainingData(PairDataset(train_pairs, train_tf, tokens), collate, False, None)
@@ -350,6 +366,8 @@ def train_epoch(state: TrainState, epoch: int) -> dict:
         lr = max(group["lr"] for group in optimizer.param_groups)
         if state.info.is_main:
             state.log.append({"type": "step", "step": state.step, "epoch": epoch + 1, "loss": step_loss, "lr": lr})
+            if state.tensorboard is not None:
+                state.tensorboard.step(state.step, step_loss, lr)
         state.reporter.step(state.step, epoch + 1, step_loss, lr, rate)
     optimizer.zero_grad(set_to_none=True)
     elapsed = time.perf_counter() - started
@@ -366,8 +384,13 @@ def end_epoch(state: TrainState, record: dict) -> None:
     with wiseft.mixed(model, state.start_weights, cfg.wise_alpha) as saved:
         if state.val_pairs is not None:
             state.reporter.validating(epoch)
+            if state.val_features is None:
+                state.reporter.work_started(f"epoch {epoch} validating", len(state.val_pairs), "images")
             # At the training batch size: inference at the evaluation size must not raise the run's peak memory.
-            record["val"] = evaluate(saved, tokenizer, state.val_pairs, state.runtime, features=state.val_features)
+            record["val"] = evaluate(saved, tokenizer, state.val_pairs, state.runtime, features=state.val_features,
+                                     on_images=state.reporter.work_advanced)
+            record["val_wise_alpha"] = cfg.wise_alpha  # what was validated: the mix start + alpha x (trained - start)
+            state.reporter.work_finished()
         current = selection_score(record["val"]) if "val" in record else None
         improved = current is None or state.best is None or current > state.best
         if improved:
@@ -380,4 +403,10 @@ def end_epoch(state: TrainState, record: dict) -> None:
     save_checkpoint(state.run_dir / run_folder.LATEST, model, tokenizer, info,
                     trainer_state(state.optimizer, epoch, step, state.best))
     state.log.append(record, sync=True)
+    if state.tensorboard is not None:
+        state.tensorboard.epoch(record)
     state.reporter.epoch_end(record)
+    drawn = curves.draw_curves(state.run_dir)
+    if not state.curves_shown:
+        state.reporter.notice(f"training curves: {drawn} (redrawn after every epoch)")
+        state.curves_shown = True
