@@ -6,7 +6,9 @@ ordinary TinyClip with a label prior (see `label_prior`) whose linear heads make
 
     image -> softmax(classifier(features) / T) @ E - c        text -> MiniLM(caption) - c
 
-E holds MiniLM's embedding of "a photo of a {class name}." (the label prior's template), T sharpens
+E holds MiniLM's embedding of "a photo of a {class name}." (the label prior's template) mixed with its
+WordNet parents' and grandparents' (version 2: a Pekinese's row also says "toy dog" and "dog", so
+everyday words find their photos; see `hypernyms` and docs/builtin-model.md), T sharpens
 or softens the class probabilities, and c, the mean class-name embedding, is subtracted from both sides
 so that cosine similarity compares what is specific to a caption rather than the direction all
 captions share. Because the probabilities sum to one, centring the image side is the text head's bias
@@ -27,13 +29,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tinymvlm.models.hypernyms import DEPTH_WEIGHTS
 from tinymvlm.user_cache import model_cache
 
 if TYPE_CHECKING:
     from tinymvlm.models.tinyclip import TinyClip
 
 NAME = "builtin"
-VERSION = 1
+VERSION = 2  # 2: class rows mix in WordNet ancestors; the file name changes, so v1 indexes say the model differs
 TEMPERATURE = 1.5
 
 
@@ -52,12 +55,13 @@ def builtin_checkpoint() -> Path:
         from tinymvlm.models.checkpoint import save_checkpoint
 
         model, tokenizer = build_builtin()
-        save_checkpoint(path, model, tokenizer, {"model": NAME, "version": VERSION, "temperature": TEMPERATURE})
+        save_checkpoint(path, model, tokenizer, {"model": NAME, "version": VERSION, "temperature": TEMPERATURE,
+                                                 "hypernyms": {str(d): w for d, w in DEPTH_WEIGHTS.items()}})
     return path
 
 
 def build_builtin(temperature: float = TEMPERATURE, templates: tuple[str, ...] | None = None,
-                  centred: bool = True) -> tuple["TinyClip", object]:
+                  centred: bool = True, depth_weights: dict[int, float] | None = None) -> tuple["TinyClip", object]:
     """(model, tokenizer) of the built-in reading; the arguments are the levers benchmarks compare.
     (torch and the towers are imported here: naming the built-in model, as a text search does, needs
     neither.)"""
@@ -74,8 +78,8 @@ def build_builtin(temperature: float = TEMPERATURE, templates: tuple[str, ...] |
         image_tower, arch, classifier = load_image_tower(config.image_model, True)
         text_tower, tokenizer = load_text_tower(config.text_model, True)
         model = TinyClip(config, image_tower, text_tower, arch, data_config_for(image_tower, None)).eval()
-        model.label_prior = build_label_prior(model, tokenizer, classifier.layer, classifier.names,
-                                              templates or (PRIOR_TEMPLATE,))
+        model.label_prior = build_label_prior(model, tokenizer, classifier, templates or (PRIOR_TEMPLATE,),
+                                              DEPTH_WEIGHTS if depth_weights is None else depth_weights)
         model.label_prior.label_text.copy_(model.label_prior.label_text.half().float())
     return read_as(model, temperature, centred), tokenizer
 

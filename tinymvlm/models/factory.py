@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from torch import nn
 
 from tinymvlm.errors import TmvError
 from tinymvlm.models.config import ModelConfig
+from tinymvlm.models.hypernyms import DEPTH_WEIGHTS, weighted_names
 from tinymvlm.models.label_prior import LabelPrior
 from tinymvlm.models.tinyclip import TinyClip, data_config_for
 from tinymvlm.models.tokenizer import tokenize
-from tinymvlm.models.towers import load_image_tower, load_text_tower
+from tinymvlm.models.towers import TowerClassifier, load_image_tower, load_text_tower
 
 PRIOR_TEMPLATE = "a photo of a {}."
 PRIOR_BATCH = 64
@@ -25,26 +25,36 @@ def create_model(config: ModelConfig):
     text_tower, tokenizer = load_text_tower(config.text_model, config.pretrained)
     model = TinyClip(config, image_tower, text_tower, arch, data_config_for(image_tower, config.image_size))
     if config.label_prior and classifier is not None:
-        model.label_prior = build_label_prior(model, tokenizer, classifier.layer, classifier.names)
+        model.label_prior = build_label_prior(model, tokenizer, classifier)
         if config.head == "linear" and config.embed_dim == text_tower.config.hidden_size:
             start_as_reading(model)  # step 0 is the built-in reading; training learns a correction
     return model, tokenizer
 
 
 @torch.no_grad()
-def build_label_prior(model: TinyClip, tokenizer, classifier: nn.Linear, names: list[str],
-                      templates: Sequence[str] = (PRIOR_TEMPLATE,)) -> LabelPrior:
-    """Embed every class name with the model's text tower as it is now (pretrained, in eval mode),
-    averaged over the templates."""
+def build_label_prior(model: TinyClip, tokenizer, classifier: TowerClassifier,
+                      templates: Sequence[str] = (PRIOR_TEMPLATE,),
+                      depth_weights: dict[int, float] = DEPTH_WEIGHTS) -> LabelPrior:
+    """Embed every class with the model's text tower as it is now (pretrained, in eval mode): its name
+    mixed with its ancestors' names at `depth_weights` (see `hypernyms`), averaged over the templates."""
+    ancestors = classifier.ancestors or [()] * len(classifier.names)
+    mixes = [weighted_names(name, levels, depth_weights) for name, levels in zip(classifier.names, ancestors)]
+    words = sorted({text for mix in mixes for text, _ in mix})
+    column = {text: i for i, text in enumerate(words)}
+    mixing = torch.zeros(len(mixes), len(words))
+    for row, mix in enumerate(mixes):
+        for text, weight in mix:
+            mixing[row, column[text]] += weight
     was_training = model.text_tower.training
     model.text_tower.eval()
-    texts = [template.format(n) for template in templates for n in names]
+    texts = [template.format(word) for template in templates for word in words]
     rows = []
     for start in range(0, len(texts), PRIOR_BATCH):
         batch = tokenize(tokenizer, texts[start:start + PRIOR_BATCH], model.config.context_length)
         rows.append(model.text_features(batch["input_ids"], batch["attention_mask"]).float())
     model.text_tower.train(was_training)
-    return LabelPrior(classifier, torch.cat(rows).view(len(templates), len(names), -1).mean(0))
+    embedded = torch.cat(rows).view(len(templates), len(words), -1).mean(0)
+    return LabelPrior(classifier.layer, mixing @ embedded)
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ from torch import nn
 
 from tinymvlm import hub
 from tinymvlm.errors import TmvError, first_line
+from tinymvlm.models.hypernyms import imagenet_ancestors
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +168,12 @@ def packaged_efficientnet_lite0(num_classes: int = 0) -> nn.Module:
 
 @dataclass
 class TowerClassifier:
-    """A pretrained image tower's own classification layer, and the name of each of its classes."""
+    """A pretrained image tower's own classification layer, the name of each of its classes, and what
+    each class is a kind of (its WordNet parents and grandparents; empty where unknown)."""
 
     layer: nn.Linear
     names: list[str]
+    ancestors: list[tuple[tuple[str, ...], ...]] | None = None
 
 
 def split_classifier(model: nn.Module) -> TowerClassifier | None:
@@ -188,7 +191,10 @@ def split_classifier(model: nn.Module) -> TowerClassifier | None:
     if info.num_classes() != layer.out_features:
         return None
     # The first of WordNet's synonyms is the everyday name: "dingo", not "warrigal, Canis dingo".
-    return TowerClassifier(layer, [info.index_to_description(i).split(",")[0] for i in range(layer.out_features)])
+    names = [info.index_to_description(i).split(",")[0] for i in range(layer.out_features)]
+    table = imagenet_ancestors()
+    ancestors = [table.get(info.index_to_label_name(i), ()) for i in range(layer.out_features)]
+    return TowerClassifier(layer, names, ancestors)
 
 
 def load_image_tower(name: str | None, pretrained: bool = True, weights: str | None = None,
