@@ -1,11 +1,13 @@
-"""The built-in model against its documented reading (tinymvlm/models/builtin.py, version 1), rebuilt
+"""The built-in model against its documented reading (tinymvlm/models/builtin.py, version 2), rebuilt
 here from the packaged pieces and never from the saved model:
 
     image -> normalize(softmax(classifier(features) / 1.5) @ E - c)   text -> normalize(MiniLM(caption) - c)
 
-E: MiniLM's mean-pooled embedding of "a photo of a {name}." for each ImageNet class (the first of
-timm's WordNet synonyms), rounded to half precision; c: E's mean; 1.5: the temperature. When the
-built-in model's version changes what it reads, this file changes with it.
+E: for each ImageNet class (the first of timm's WordNet synonyms), MiniLM's mean-pooled embedding of
+"a photo of a {name}.", mixed with its WordNet parents' (weight 1 each) and grandparents' (0.3 each)
+embeddings and divided by the weights' sum, rounded to half precision; c: E's mean; 1.5: the
+temperature. The ancestors are read here from the shipped WordNet table's text (pinned by
+test_builtin_hierarchy). When the built-in model's version changes what it reads, this file changes with it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,19 @@ import torch
 
 TEMPERATURE = 1.5
 TEMPLATE = "a photo of a {}."
+PARENT, GRANDPARENT = 1.0, 0.3
+
+
+def _shipped_ancestors() -> dict[str, tuple[list[str], list[str]]]:
+    """{synset id: (parents, grandparents)} parsed from the table's text."""
+    from importlib.resources import files
+
+    table = {}
+    for line in files("tinymvlm.models").joinpath("imagenet_hypernyms.tsv").read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            synset, _name, parents, grandparents = (line.split("\t") + ["", ""])[:4]
+            table[synset] = ([n for n in parents.split(";") if n], [n for n in grandparents.split(";") if n])
+    return table
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +57,15 @@ def reference():
             rows.append((hidden * mask).sum(1) / mask.sum(1))
         return torch.cat(rows)
 
-    classes = encode([TEMPLATE.format(n) for n in names]).half().float()
+    ancestors = _shipped_ancestors()
+    mixes = []
+    for i, name in enumerate(names):
+        parents, grandparents = ancestors[info.index_to_label_name(i)]
+        mixes.append([(name, 1.0)] + [(n, PARENT) for n in parents] + [(n, GRANDPARENT) for n in grandparents])
+    words = sorted({text for mix in mixes for text, _ in mix})
+    embedded = dict(zip(words, encode([TEMPLATE.format(w) for w in words])))
+    rows = [sum(w * embedded[text] for text, w in mix) / sum(w for _, w in mix) for mix in mixes]
+    classes = torch.stack(rows).half().float()
     return weight, bias, classes, encode
 
 
