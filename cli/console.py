@@ -80,11 +80,26 @@ def model_option(default: str) -> Callable:
                              f"checkpoint or run folder, or builtin. {default}")
 
 
-def note_model(checkpoint) -> None:
-    """The one line every command that runs a model prints when that model is the built-in one, so a
-    user who expected a trained run knows what answered."""
-    from tinymvlm.models.builtin import NAME, is_builtin
+def quiet_option() -> Callable:
+    """`-q`: no line naming the model (the one `note_model` prints)."""
+    import click
 
-    if is_builtin(checkpoint):
-        err.print(f"using the built-in model '{NAME}' (no training needed; 'tmv train' makes your own, "
-                  "--model picks one)", markup=False)
+    return click.option("-q", "--quiet", is_flag=True, help="Do not say which model is used (on stderr).")
+
+
+def note_model(choice, quiet: bool = False) -> None:
+    """The one line a command that embeds prints about its model (a `ModelChoice`): which one and why; for
+    the built-in model, what to use instead for folders full of people."""
+    if quiet:
+        return
+    from tinymvlm.models.builtin import is_builtin
+    from tinymvlm.models.catalogue import PEOPLE, label
+    from tinymvlm.models.resolve import GIVEN, INDEX_BUILT
+
+    line = f"model: {label(choice.path)} ({choice.reason})"
+    if is_builtin(choice.path) and choice.reason != GIVEN:
+        rebuild = "tmv index --rebuild " if choice.reason == INDEX_BUILT else ""
+        line += f"; for folders full of people: {rebuild}--model {PEOPLE.ref}; 'tmv models' lists all"
+    elif choice.reason != GIVEN and choice.reason != INDEX_BUILT:
+        line += "; --model picks another, 'tmv models' lists all"
+    err.print(line, markup=False, highlight=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from tinymvlm.cli.eval_cmd import eval_cmd
 from tinymvlm.cli.index_cmd import index_command
+from tinymvlm.cli.models_cmd import models
 from tinymvlm.cli.score_cmd import score
 from tinymvlm.cli.search_cmd import search
 from tinymvlm.cli.serve_cmd import serve
@@ -25,6 +26,7 @@ cli.add_command(search)
 cli.add_command(score)
 cli.add_command(serve)
 cli.add_command(eval_cmd, name="eval")
+cli.add_command(models)
 
 
 def main() -> None:

@@ -9,6 +9,8 @@
     builtin                  the built-in model (see `builtin`), unless a file or folder has that name
     nothing                  the latest run under ./runs ($TMV_RUNS), else the built-in model
 
+`choose_model` says why too (a `ModelChoice`), for the one line a command prints about its model.
+
 A pretrained model is imported once into a self-describing checkpoint under the user cache folder
 (`models/`, written atomically), keyed by the reference, and for a local folder or file by the
 names, sizes and modification times of its files, so an edited folder is imported again. From
@@ -22,11 +24,12 @@ import hashlib
 import json
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from tinymvlm.errors import TmvError
-from tinymvlm.run_folder import latest_run, run_checkpoint
+from tinymvlm.run_folder import latest_run, run_checkpoint, runs_root
 from tinymvlm.user_cache import model_cache
 
 log = logging.getLogger(__name__)
@@ -39,12 +42,39 @@ OFFLINE_CHOICES = ("offline, use --model builtin (the packaged towers), a local 
                    "open_clip:ARCH/FILE with a local checkpoint file, or a tmv checkpoint")
 
 
+# Why a model was chosen: the reasons a `ModelChoice` carries.
+GIVEN = "--model"
+LATEST_RUN = "latest run in {root}"
+NO_RUN = "built-in: no run found in {root}"
+INDEX_BUILT = "index was built with it"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The checkpoint a command uses, what the user named (None: nothing) and why it is this one."""
+
+    path: Path
+    ref: str | None
+    reason: str
+
+
+def choose_model(ref: str | Path | None) -> ModelChoice:
+    """The checkpoint that `ref` names (importing a pretrained CLIP the first time it is named), and why."""
+    if ref is not None:
+        return ModelChoice(_named(str(ref)), str(ref), GIVEN)
+    run, root = latest_run(), runs_root()
+    shown = str(root) if root.is_absolute() else f"./{root}"
+    if run is None:
+        return ModelChoice(_builtin(), None, NO_RUN.format(root=shown))
+    return ModelChoice(run_checkpoint(run), None, LATEST_RUN.format(root=shown))
+
+
 def resolve_model(ref: str | Path | None) -> Path:
-    """The checkpoint file that `ref` names, importing a pretrained CLIP the first time it is named."""
-    if ref is None:
-        run = latest_run()
-        return _builtin() if run is None else run_checkpoint(run)
-    ref = str(ref)
+    """The checkpoint file that `ref` names (see `choose_model`)."""
+    return choose_model(ref).path
+
+
+def _named(ref: str) -> Path:
     if ref == "builtin" and not Path(ref).exists():
         return _builtin()
     if ref.startswith(HF_PREFIX):
