@@ -26,10 +26,37 @@ def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], format="%(message)s", force=True)
     for noisy in ("transformers", "timm", "datasets", "huggingface_hub", "httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    from tinymvlm.models import download
+
+    download.set_reporter(DownloadBar())
     if "transformers" in sys.modules:  # imported already (by an API caller, a test): tell it directly.
         transformers = sys.modules["transformers"]  # Importing it here would cost a text search 3 s.
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
+
+
+class DownloadBar:
+    """A hub model's first download as a progress bar on stderr (size, rate, time left)."""
+
+    def __init__(self) -> None:
+        self.progress = self.task = None
+
+    def start(self, ref: str, total_bytes: int) -> None:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+        self.progress = Progress(TextColumn("downloading {task.description}"), BarColumn(), DownloadColumn(),
+                                 TransferSpeedColumn(), TimeRemainingColumn(), console=err)
+        self.task = self.progress.add_task(ref, total=total_bytes)
+        self.progress.start()
+
+    def advance(self, n_bytes: int) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task, n_bytes)
+
+    def finish(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
 
 
 def warn_skipped(name: str, skipped: list) -> None:
