@@ -9,7 +9,6 @@ server's events (`cut`, `held`), never sleeps.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -142,7 +141,7 @@ m, _, _ = tinymvlm.load("open_clip:{OPEN_CLIP_ARCH}/hubtag"); print("EMBED", m.e
 """
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "EMBED 16" in result.stdout, result.stderr[-3000:]
-    assert hub.gets("timm/tiny-oc/resolve/main/open_clip_model.safetensors")
+    assert [r for r in hub.gets("/open_clip_model.safetensors") if r[1].startswith("/timm/tiny-oc/resolve/")]
 
 
 # ------------------------------------------------------------------------------------- interruption
@@ -192,11 +191,11 @@ def test_a_process_killed_mid_download_then_a_rerun_resumes(env, hub, tmp_path):
     proc.kill()
     proc.wait()
     hub.release.set()
-    leftovers = list(downloads(env).rglob("model.safetensors.part"))
+    leftovers = [p.stat().st_size for p in downloads(env).rglob("model.safetensors.part")]
     result = load(env, "hf:org/tiny-clip")
     assert result.returncode == 0, result.stderr[-3000:]
     after_kill = [r for r in hub.gets("/model.safetensors")][1:]
-    assert leftovers and leftovers[0].stat().st_size == cut, "the bytes received survived the process"
+    assert leftovers == [cut], "the bytes received survived the process"
     assert after_kill and after_kill[0][2] == f"bytes={cut}-", after_kill
 
 
@@ -237,29 +236,3 @@ def test_a_missing_repo_is_one_line(env, hub, photos, tmp_path, command):
     assert "not found" in line.lower() or "no such" in line.lower() or "does not exist" in line.lower(), line
     assert any("/api/models/org/no-such-model" in r[1] or "org/no-such-model/resolve" in r[1] for r in hub.requests)
     assert not imported(env)
-
-
-def test_the_loopback_hub_serves_what_huggingface_hub_asks(hub, tmp_path, monkeypatch):
-    """The harness itself: snapshot_download and hf_hub_download against it, in this process."""
-    import importlib
-
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    import huggingface_hub.constants
-
-    importlib.reload(huggingface_hub.constants)
-    import huggingface_hub
-
-    from huggingface_hub import hf_hub_download, snapshot_download
-    from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError
-
-    endpoint = hub.url
-    folder = Path(snapshot_download("org/tiny-siglip", cache_dir=str(tmp_path / "hf"), endpoint=endpoint))
-    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in (hub.root / "org/tiny-siglip").iterdir())
-    path = hf_hub_download("org/tiny-clip", "config.json", cache_dir=str(tmp_path / "hf2"), endpoint=endpoint)
-    assert json.loads(Path(path).read_text())["model_type"] == "clip"
-    with pytest.raises(RepositoryNotFoundError):
-        hf_hub_download("org/nope", "config.json", cache_dir=str(tmp_path / "hf3"), endpoint=endpoint)
-    with pytest.raises(RemoteEntryNotFoundError):
-        hf_hub_download("org/tiny-clip", "nope.json", cache_dir=str(tmp_path / "hf3"), endpoint=endpoint)
-    assert huggingface_hub.__version__
