@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
+from tinymvlm import killpoint
 from tinymvlm.errors import TmvError, first_line
 from tinymvlm.user_cache import user_cache
 
@@ -146,7 +147,7 @@ def _digest(path: Path, remote: RemoteFile) -> tuple[str, str]:
     return digest.hexdigest(), expected
 
 
-def _get(url: str, part: Path) -> None:
+def _get(url: str, part: Path, name: str) -> None:
     """Append the rest of `url` to `part` (a Range request from its size; anew if the server ignores it)."""
     have = part.stat().st_size if part.exists() else 0
     headers = _headers() | ({"Range": f"bytes={have}-"} if have else {})
@@ -159,6 +160,7 @@ def _get(url: str, part: Path) -> None:
                 out.write(block)  # a killed process leaves every byte it received for the next one
                 out.flush()
                 _reporter.advance(len(block))
+                killpoint.reached(f"download {name}")
 
 
 def _drop(part: Path) -> None:
@@ -177,7 +179,7 @@ def download(url: str, target: Path, remote: RemoteFile, ref: str) -> Path:
             _drop(part)  # a stale part file of another version
         if not part.exists() or part.stat().st_size < remote.size:
             try:
-                _get(url, part)
+                _get(url, part, remote.path)
             except urllib.error.HTTPError as exc:
                 if exc.code != 416:
                     raise _hub_error(exc, ref) from exc
