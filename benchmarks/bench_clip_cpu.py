@@ -73,6 +73,18 @@ def load() -> str:
 # ----------------------------------------------------------------------------------------- children
 
 
+def child_prepare(work: str, n: str) -> None:
+    sys.path.insert(0, str(HERE))
+    from bench_index import make_jpegs
+    from realsize_models import build_all
+
+    from tinymvlm.inference.runtime import cpu_has_native_bf16
+
+    refs = build_all(Path(work) / "models")
+    make_jpegs(Path(work) / "images", int(n), (2000, 1500))
+    print(json.dumps({**refs, "native_bf16": cpu_has_native_bf16()}))
+
+
 def child_import(ref: str) -> None:
     from tinymvlm.models.resolve import resolve_model
 
@@ -141,24 +153,19 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--work", default="/tmp/tmv-bench-clip-cpu", help="models, images and caches (kept)")
     parser.add_argument("--cold-runs", type=int, default=3)
+    parser.add_argument("--cold-paths", default="onnx,torch", help="cold searches to time: onnx (the text encoder "
+                        "file indexing wrote), torch (a user cache without it)")
     args = parser.parse_args()
 
-    sys.path.insert(0, str(HERE))
-    from realsize_models import build_all
-
     work = Path(args.work)
-    refs = build_all(work / "models")
     images = work / "images"
-    from bench_index import make_jpegs
-
-    make_jpegs(images, args.n, (2000, 1500))
     env = dict(os.environ, XDG_CACHE_HOME=str(work / "cache"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     me = [sys.executable, str(Path(__file__).resolve())]
+    # Models and images are made in a child: a child's peak RSS starts from its parent's at the fork, so
+    # this driver stays small (no torch) for every child's figure to be its own.
+    refs = json.loads(run_child(me + ["_prepare", str(work), str(args.n)], env)[2].splitlines()[0])
     rows = []
-    print(f"{os.cpu_count()} cores; native bf16: ", end="")
-    from tinymvlm.inference.runtime import cpu_has_native_bf16
-
-    print(cpu_has_native_bf16(), flush=True)
+    print(f"{os.cpu_count()} cores; native bf16: {refs.pop('native_bf16')}", flush=True)
     for name in args.models.split(","):
         ref = refs[name]
         row = {"model": name}
@@ -181,7 +188,7 @@ def main() -> None:
         index = row["index_dir"]
         search = [sys.executable, "-m", "tinymvlm.cli", "search", QUERIES[0], "--index", index, "-k", "5", "--json"]
         torch_env = dict(env, XDG_CACHE_HOME=str(work / "no-cache-here"))  # finds no ONNX encoder; writes one there
-        for label, cmd_env in (("onnx", env), ("torch", torch_env)):
+        for label, cmd_env in [(p, {"onnx": env, "torch": torch_env}[p]) for p in args.cold_paths.split(",")]:
             walls, rsss = [], []
             row[f"load_cold_{label}"] = load()
             for _ in range(args.cold_runs):
@@ -229,8 +236,8 @@ def print_table(rows: list[dict], precisions: list[str]) -> None:
                       f"{x['rss']:.0f}"]
         if "bf16" in precisions and "fp32" in precisions:
             cells += [f"{r['bf16']['images_per_s'] / r['fp32']['images_per_s']:.2f}x"]
-        cells += [f"{r['cold_onnx'][0]:.2f}", f"{r['cold_torch'][0]:.2f}", f"{r['cold_torch'][0] / r['cold_onnx'][0]:.1f}x",
-                  f"{r['cold_onnx'][1]:.0f}/{r['cold_torch'][1]:.0f}",
+        onnx, torch = r.get("cold_onnx", (float("nan"),) * 2), r.get("cold_torch", (float("nan"),) * 2)
+        cells += [f"{onnx[0]:.2f}", f"{torch[0]:.2f}", f"{torch[0] / onnx[0]:.1f}x", f"{onnx[1]:.0f}/{torch[1]:.0f}",
                   f"{r['warm']['p50_ms']:.1f}{'' if r['warm']['onnx'] else ' (torch)'}",
                   "/".join(str(r[k]) for k in r if k.startswith("load_"))]
         print("| " + " | ".join(cells) + " |")
@@ -242,6 +249,7 @@ if __name__ == "__main__":
         print_table(rows, [p for p in ("fp32", "bf16") if p in rows[0]])
         sys.exit()
     if len(sys.argv) > 1 and sys.argv[1].startswith("_"):
-        {"_import": child_import, "_index": child_index, "_warm": child_warm}[sys.argv[1]](*sys.argv[2:])
+        {"_prepare": child_prepare, "_import": child_import, "_index": child_index,
+         "_warm": child_warm}[sys.argv[1]](*sys.argv[2:])
     else:
         main()

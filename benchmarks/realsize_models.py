@@ -113,4 +113,4 @@ def build_all(root: Path) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    print(build_all(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/tmv-bench-clip-cpu/models")))
+    print(build_all(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/tmv-bench-clip-cpu/models")))  # noqa: T201

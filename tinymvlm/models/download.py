@@ -176,7 +176,7 @@ def download(url: str, target: Path, remote: RemoteFile, ref: str) -> Path:
     failure: BaseException = OSError("no attempt")
     for _ in range(RETRIES):
         if part.exists() and part.stat().st_size > remote.size:
-            _drop(part)  # a stale part file of another version
+            part.unlink()  # a stale part file of another version (not counted as done by `fetch`)
         if not part.exists() or part.stat().st_size < remote.size:
             try:
                 _get(url, part, remote.path)
@@ -218,7 +218,8 @@ def fetch(repo_id: str, ref: str, files: Callable[[list[RemoteFile]], list[Remot
     try:
         for f in missing:
             part = folder / (f.path + ".part")
-            _reporter.advance(min(part.stat().st_size, f.size) if part.exists() else 0)
+            done = part.stat().st_size if part.exists() else 0
+            _reporter.advance(done if done <= f.size else 0)
             url = f"{endpoint()}/{repo_id}/resolve/{commit}/{urllib.parse.quote(f.path)}"
             download(url, folder / f.path, f, ref)
     finally:
