@@ -161,7 +161,7 @@ def lever_rows(sets: Sets, runtime) -> list[tuple[str, dict]]:
                                        ("+ centred, T 2", 2.0, True), (f"T {TEMPERATURE}, not centred", TEMPERATURE, False)]:
         rows.append((name, measure(read_as(copy.deepcopy(base), temperature, centred), tokenizer, sets, runtime)))
     four, tokenizer = build_builtin(templates=DEFAULT_TEMPLATES)
-    rows.append((f"built-in with 4 templates (tmv eval's)", measure(four, tokenizer, sets, runtime)))
+    rows.append(("built-in with 4 templates (tmv eval's)", measure(four, tokenizer, sets, runtime)))
     return rows
 
 

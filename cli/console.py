@@ -38,10 +38,37 @@ def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], format="%(message)s", force=True)
     for noisy in ("transformers", "timm", "datasets", "huggingface_hub", "httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    from tinymvlm.models import download
+
+    download.set_reporter(DownloadBar())
     if "transformers" in sys.modules:  # imported already (by an API caller, a test): tell it directly.
         transformers = sys.modules["transformers"]  # Importing it here would cost a text search 3 s.
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
+
+
+class DownloadBar:
+    """A hub model's first download as a progress bar on stderr (size, rate, time left)."""
+
+    def __init__(self) -> None:
+        self.progress = self.task = None
+
+    def start(self, ref: str, total_bytes: int) -> None:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+        self.progress = Progress(TextColumn("downloading {task.description}"), BarColumn(), DownloadColumn(),
+                                 TransferSpeedColumn(), TimeRemainingColumn(), console=err)
+        self.task = self.progress.add_task(ref, total=total_bytes)
+        self.progress.start()
+
+    def advance(self, n_bytes: int) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task, n_bytes)
+
+    def finish(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
 
 
 def warn_skipped(name: str, skipped: list) -> None:
@@ -92,11 +119,26 @@ def model_option(default: str) -> Callable:
                              f"checkpoint or run folder, or builtin. {default}")
 
 
-def note_model(checkpoint) -> None:
-    """The one line every command that runs a model prints when that model is the built-in one, so a
-    user who expected a trained run knows what answered."""
-    from tinymvlm.models.builtin import NAME, is_builtin
+def quiet_option() -> Callable:
+    """`-q`: no line naming the model (the one `note_model` prints)."""
+    import click
 
-    if is_builtin(checkpoint):
-        err.print(f"using the built-in model '{NAME}' (no training needed; 'tmv train' makes your own, "
-                  "--model picks one)", markup=False)
+    return click.option("-q", "--quiet", is_flag=True, help="Do not say which model is used (on stderr).")
+
+
+def note_model(choice, quiet: bool = False) -> None:
+    """The one line a command that embeds prints about its model (a `ModelChoice`): which one and why; for
+    the built-in model, what to use instead for folders full of people."""
+    if quiet:
+        return
+    from tinymvlm.models.builtin import is_builtin
+    from tinymvlm.models.catalogue import PEOPLE, label
+    from tinymvlm.models.resolve import GIVEN, INDEX_BUILT
+
+    line = f"model: {label(choice.path)} ({choice.reason})"
+    if is_builtin(choice.path) and choice.reason != GIVEN:
+        rebuild = "tmv index --rebuild " if choice.reason == INDEX_BUILT else ""
+        line += f"; for folders full of people: {rebuild}--model {PEOPLE.ref}; 'tmv models' lists all"
+    elif choice.reason != GIVEN and choice.reason != INDEX_BUILT:
+        line += "; --model picks another, 'tmv models' lists all"
+    err.print(line, markup=False, highlight=False)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import click
-from tinymvlm.cli.console import err, friendly_errors, model_option, note_model, out, progress, setup_logging, warn_skipped
+from tinymvlm.cli.console import (err, friendly_errors, model_option, note_model, out, progress, quiet_option,
+                                  setup_logging, warn_skipped)
 
 DEFAULT_KS = (1, 5, 10)
 
@@ -110,11 +111,13 @@ def _zeroshot_tables(title: str, result) -> list:
               help="auto: bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("-v", "--verbose", is_flag=True, help="Show informational log messages.")
+@quiet_option()
 @friendly_errors
 def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, model: str | None, data: str | None, split: str | None,
              image_root: str | None, image_column: str | None, caption_column: str | None, label_column: str | None,
              classes_file: str | None, templates: tuple[str, ...], limit: int | None, index_dir: str | None,
-             json_path: str | None, plot_path: str | None, batch_size: int, workers: int | None, precision: str, device: str, verbose: bool) -> None:
+             json_path: str | None, plot_path: str | None, batch_size: int, workers: int | None, precision: str, device: str,
+             verbose: bool, quiet: bool) -> None:
     """Evaluate a checkpoint: text→image and image→text recall@K over every caption, or zero-shot accuracy.
 
     Every caption is a text→image query; an image→text query hits if any of the image's captions is in
@@ -150,13 +153,14 @@ def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, model: str | Non
     from tinymvlm.evaluation.retrieval import evaluation_record
     from tinymvlm.inference.runtime import Runtime
     from tinymvlm.models.checkpoint import load_checkpoint, read_metadata
-    from tinymvlm.models.resolve import resolve_model
+    from tinymvlm.models.resolve import choose_model
     from tinymvlm.training.run_config import run_config
 
     ks_list = check_ks(ks or DEFAULT_KS) if not zeroshot else []
     runtime = Runtime(device, precision, batch_size, workers).resolve()
-    path = resolve_model(model)
-    note_model(path)
+    choice = choose_model(model)
+    note_model(choice, quiet)
+    path = choice.path
     read_metadata(path)  # an unknown format fails here, before any data is read
     if zeroshot:
         evaluation = _zeroshot_data(data, split, image_root, image_column, label_column, classes_file, templates, limit)
@@ -164,7 +168,6 @@ def eval_cmd(ks: tuple[int, ...], recall: bool, zeroshot: bool, model: str | Non
         evaluation = _retrieval_data(path, data, split, image_root, image_column, caption_column, limit)
     index = _open_index(index_dir, path) if index_dir else None
     try:
-        err.print(f"evaluating {path}", markup=False)
         model, tokenizer, meta = load_checkpoint(path)
         if zeroshot:
             task = _zeroshot(model, tokenizer, *evaluation, runtime)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import click
-from tinymvlm.cli.console import err, friendly_errors, model_option, note_model, progress, setup_logging
+from tinymvlm.cli.console import err, friendly_errors, model_option, note_model, progress, quiet_option, setup_logging
 
 
 class RichProgress:
@@ -158,11 +158,12 @@ def nothing_indexed(report) -> str:
 @click.option("--nproc", type=int, help="Index in N processes on this machine (started as torchrun would), then merge.")
 @click.option("--wait", is_flag=True, help="If another 'tmv index' holds the index, wait for it instead of exiting.")
 @click.option("-v", "--verbose", is_flag=True, help="Show informational messages and every skipped file.")
+@quiet_option()
 @click.pass_context
 @friendly_errors
 def index_command(ctx: click.Context, paths, index_dir, model, captions, caption_column, exclude, rebuild, index_type,
           nlist, nprobe, hnsw_m, ef_construction, ef_search, batch_size, workers, device, precision, shard_text, merge,
-          nproc, wait, verbose) -> None:
+          nproc, wait, verbose, quiet) -> None:
     """Embed every image under PATH... (and caption files) into an index that later runs update incrementally.
 
     Only new and changed files are embedded; deleted files are dropped, moved or renamed ones keep their
@@ -192,7 +193,8 @@ def index_command(ctx: click.Context, paths, index_dir, model, captions, caption
         report = run_merge_job(index_dir, paths, index_type, spec_settings, replace=rebuild, wait=wait)
         _merged(report)
         return
-    note_model(Index(index_dir, checkpoint=model).checkpoint_path())
+    shard = torchrun_shard()
+    note_model(Index(index_dir, checkpoint=model).model_choice(), quiet or (shard is not None and shard.index > 0))
     runtime = Runtime(device, precision, batch_size, workers)
     progress = RichProgress()
 

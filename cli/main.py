@@ -7,6 +7,7 @@ from tinymvlm.cli.dupes_cmd import dupes
 from tinymvlm.cli.eval_cmd import eval_cmd
 from tinymvlm.cli.index_cmd import index_command
 from tinymvlm.cli.plot_cmd import plot
+from tinymvlm.cli.models_cmd import models
 from tinymvlm.cli.score_cmd import score
 from tinymvlm.cli.search_cmd import search
 from tinymvlm.cli.serve_cmd import serve
@@ -29,6 +30,7 @@ cli.add_command(serve)
 cli.add_command(dupes)
 cli.add_command(eval_cmd, name="eval")
 cli.add_command(plot)
+cli.add_command(models)
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import click
-from tinymvlm.cli.console import friendly_errors, model_option, note_model, out, setup_logging
+from tinymvlm.cli.console import friendly_errors, model_option, note_model, out, quiet_option, setup_logging
 
 
 class _ScoreCommand(click.Command):
@@ -35,8 +35,9 @@ class _ScoreCommand(click.Command):
               help="auto: fp32, as for search queries.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("-v", "--verbose", is_flag=True, help="Show informational log messages.")
+@quiet_option()
 @friendly_errors
-def score(images, captions, captions_file, model, as_json, precision, device, verbose) -> None:
+def score(images, captions, captions_file, model, as_json, precision, device, verbose, quiet) -> None:
     """Score IMAGES against captions: every caption's cosine similarity and its probability (a softmax
     over the given captions at the model's own temperature), best first.
 
@@ -61,12 +62,13 @@ def score(images, captions, captions_file, model, as_json, precision, device, ve
     from tinymvlm.inference.runtime import Runtime
     from tinymvlm.inference.score import check_inputs, score_images
     from tinymvlm.models.checkpoint import load_checkpoint
-    from tinymvlm.models.resolve import resolve_model
+    from tinymvlm.models.resolve import choose_model
 
     check_inputs(images, texts)
     runtime = replace(Runtime.for_queries(device, precision), batch_size=64).resolve()
-    path = resolve_model(model)
-    note_model(path)
+    choice = choose_model(model)
+    note_model(choice, quiet)
+    path = choice.path
     model, tokenizer, _ = load_checkpoint(path)
     results = score_images(model, tokenizer, list(images), texts, runtime)
     if as_json:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import click
-from tinymvlm.cli.console import err, friendly_errors, model_option, note_model, out, setup_logging
+from tinymvlm.cli.console import err, friendly_errors, model_option, note_model, out, quiet_option, setup_logging
 
 
 def print_table(hits, texts: bool) -> None:
@@ -55,9 +55,10 @@ def json_line(hit) -> str:
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="auto: fp32 (a single query gains nothing from bf16).")
 @click.option("-v", "--verbose", is_flag=True, help="Show informational log messages.")
+@quiet_option()
 @friendly_errors
 def search(query, index_dir, model, k, images, texts, literal, as_json, paths_only, html_file, after, before, folders,
-           min_score, nprobe, ef_search, device, precision, verbose) -> None:
+           min_score, nprobe, ef_search, device, precision, verbose, quiet) -> None:
     """Search an index with QUERY: text, an image path, or a weighted mix like  cat + "in snow" - dog:0.5
 
     Text is searched as written ("a clock showing 10:30"); ' + ' and ' - ' between spaces combine
@@ -82,7 +83,7 @@ def search(query, index_dir, model, k, images, texts, literal, as_json, paths_on
     idx = Index(index_dir, checkpoint=model, runtime=Runtime.for_queries(device, precision))
     hits = idx.search(text or None, images, k=k, texts=texts, nprobe=nprobe, ef_search=ef_search, literal=literal,
                       where=where, min_score=min_score)
-    note_model(idx.model_info().checkpoint)
+    note_model(idx.model_choice(), quiet)
     if html_file:
         from tinymvlm.serve.contact_sheet import contact_sheet
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 from rich.markup import escape
-from tinymvlm.cli.console import err, friendly_errors, model_option, note_model, setup_logging
+from tinymvlm.cli.console import err, friendly_errors, model_option, note_model, quiet_option, setup_logging
 
 
 def bind(host: str, port: int):
@@ -43,8 +43,9 @@ def bind(host: str, port: int):
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="auto: fp32 (a single query gains nothing from bf16).")
 @click.option("-v", "--verbose", is_flag=True, help="Show informational log messages.")
+@quiet_option()
 @friendly_errors
-def serve(index_dir, model, host, port, allow_hosts, thumb_dir, max_upload_mb, device, precision, verbose) -> None:
+def serve(index_dir, model, host, port, allow_hosts, thumb_dir, max_upload_mb, device, precision, verbose, quiet) -> None:
     """Serve a search page and JSON API for an index, on http://127.0.0.1:8000/ by default.
 
     The model and index are loaded once, so queries take milliseconds; files added by a running
@@ -60,7 +61,7 @@ def serve(index_dir, model, host, port, allow_hosts, thumb_dir, max_upload_mb, d
 
     index = Index(index_dir, checkpoint=model, runtime=Runtime.for_queries(device, precision))
     index.info()  # no index, or an unreadable one: say so before loading anything
-    note_model(index.checkpoint_path())
+    note_model(index.model_choice(), quiet)
     sock = bind(host, port)  # a busy port: likewise
     names = server_names(host, allow_hosts)
     try:

@@ -53,7 +53,7 @@ from tinymvlm.inference import text_onnx
 from tinymvlm.inference.runtime import Runtime
 from tinymvlm.models.builtin import builtin_checkpoint, is_builtin
 from tinymvlm.models.metadata import read_metadata
-from tinymvlm.models.resolve import resolve_model
+from tinymvlm.models.resolve import INDEX_BUILT, ModelChoice, choose_model
 
 
 class Index:
@@ -76,17 +76,21 @@ class Index:
 
     # ----------------------------------------------------------------------------------- model
 
-    def checkpoint_path(self) -> Path:
-        """The checkpoint this index uses (the rule in the module docstring)."""
+    def model_choice(self) -> ModelChoice:
+        """The checkpoint this index uses and why (the rule in the module docstring)."""
         if self.checkpoint is not None:
-            return resolve_model(self.checkpoint)
+            return choose_model(self.checkpoint)
         if self.store.exists():
             built = Path(self.store.read_manifest()["model"]["checkpoint"])
             if built.is_file():
-                return built
+                return ModelChoice(built, None, INDEX_BUILT)
             if is_builtin(built):  # the user cache was cleared: the same model is rebuilt
-                return builtin_checkpoint()
-        return resolve_model(None)
+                return ModelChoice(builtin_checkpoint(), None, INDEX_BUILT)
+        return choose_model(None)
+
+    def checkpoint_path(self) -> Path:
+        """The checkpoint this index uses (see `model_choice`)."""
+        return self.model_choice().path
 
     def model_info(self) -> ModelInfo:
         """Identity of the model from its checkpoint's metadata, without building it."""

@@ -6,7 +6,8 @@ The points:
   renamed over the file (`latest.safetensors`, `images.*.faiss`, `manifest.json`);
 * `merge shard I`, after a merge copied shard I's rows into its open transaction;
 * `index command`, once `tmv index` has imported what it needs and before it touches the disk;
-* `model load`, as an index starts loading its model (in `tmv index`, with the lock held).
+* `model load`, as an index starts loading its model (in `tmv index`, with the lock held);
+* `download FILE`, after each block of a hub model's FILE is written to its .part file.
 Tests stop a process exactly there, by event rather than by timing. Unset, a point costs one
 environment lookup.
 """

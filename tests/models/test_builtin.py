@@ -73,12 +73,14 @@ def test_index_then_search_with_no_run_and_no_flags(builtin_checkpoint, tmp_path
     runner = CliRunner()
     indexed = runner.invoke(cli, ["index", "./photos", "--workers", "0"])
     assert indexed.exit_code == 0, indexed.output
-    assert indexed.output.count(f"using the built-in model '{NAME}'") == 1
+    assert indexed.stderr.count("model: ") == 1  # one line names the model, why, and what else to use
+    assert f"model: {NAME} (built-in: no run found in {tmp_path / 'runs'}); for folders full of people: --model hf:" in indexed.stderr
     manifest = __import__("json").loads((tmp_path / "default-index" / "manifest.json").read_text())
     assert manifest["model"]["fingerprint"] == read_metadata(builtin_checkpoint)["fingerprint"]
     found = runner.invoke(cli, ["search", "a cat", "--paths-only", "-k", "1"])
     assert found.exit_code == 0, found.output
     assert found.stdout.strip().endswith("chelsea.jpg")
-    assert found.stderr.count("using the built-in model") == 1
+    assert found.stderr.count("model: ") == 1
+    assert f"model: {NAME} (index was built with it); for folders full of people: tmv index --rebuild --model hf:" in found.stderr
     rocket = runner.invoke(cli, ["search", "a photo of a rocket", "--paths-only", "-k", "1"])
     assert rocket.stdout.strip().endswith("rocket.jpg"), rocket.output

@@ -340,26 +340,3 @@ def test_two_processes_fine_tune_a_pretrained_model_as_one_with_the_global_batch
 
     a, b = load_file(tmp_path / "single" / "best.safetensors"), load_file(tmp_path / "ddp" / "best.safetensors")
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
-
-
-def test_a_hub_model_imported_once_loads_offline_afterwards(sources, monkeypatch, model_cache):
-    """hf:ORG/NAME is fetched only the first time (here the 'hub' serves the tiny folder); offline
-    afterwards the same reference is the cached checkpoint."""
-    import functools
-
-    from tinymvlm.models import hf_clip
-    from tinymvlm.models.resolve import resolve_model
-
-    fetched = []
-    real_import = hf_clip.import_model
-
-    def from_hub(name, ref):
-        fetched.append(name)
-        return real_import(sources["clip"], ref)
-
-    monkeypatch.setattr(hf_clip, "import_model", from_hub)
-    monkeypatch.setattr(hub, "reachable", functools.cache(lambda: True))
-    path = resolve_model("hf:openai/clip-vit-base-patch32")
-    assert fetched == ["openai/clip-vit-base-patch32"] and path.parent == model_cache
-    monkeypatch.setattr(hub, "reachable", functools.cache(lambda: False))
-    assert resolve_model("hf:openai/clip-vit-base-patch32") == path and len(fetched) == 1

@@ -124,13 +124,27 @@ def model_cfg(arch: str, tag: str | None) -> dict:
     return cfg
 
 
+def weight_files(filename: str) -> tuple[str, ...]:
+    """The files of a tag's hub repo that may hold its weights, in open_clip's own order (safetensors first)."""
+    filename = filename or "open_clip_pytorch_model.bin"
+    if filename == "open_clip_pytorch_model.bin":
+        return "open_clip_model.safetensors", filename
+    if filename.endswith((".bin", ".pth")):
+        return filename.rsplit(".", 1)[0] + ".safetensors", filename
+    return (filename,)
+
+
 def import_model(arch: str, pretrained: str, ref: str, tag: str | None = None):
     """Return (TinyClip, tokenizer) for open_clip's `arch` with `pretrained` weights: a pretrained tag
     (the caller checked the hub can be reached) or a local checkpoint file."""
     open_clip = require_open_clip()
     cfg = model_cfg(arch, tag)
     try:
-        clip, _, _ = open_clip.create_model_and_transforms(arch, pretrained=pretrained, force_quick_gelu=bool(cfg.get("quick_gelu")))
+        # A tag's weights fetched into a file (models/resolve.py) keep the tag's preprocessing (MobileCLIP: mean 0, std 1).
+        tag_cfg = open_clip.get_pretrained_cfg(arch, tag) if tag and tag != pretrained else {}
+        overrides = {f"image_{k}": tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if tag_cfg.get(k)}
+        clip, _, _ = open_clip.create_model_and_transforms(arch, pretrained=pretrained,
+                                                           force_quick_gelu=bool(cfg.get("quick_gelu")), **overrides)
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
         raise TmvError(f"could not load {ref}: {first_line(exc)}") from exc
     clip = clip.float().eval()

@@ -9,6 +9,8 @@
     builtin                  the built-in model (see `builtin`), unless a file or folder has that name
     nothing                  the latest run under ./runs ($TMV_RUNS), else the built-in model
 
+`choose_model` says why too (a `ModelChoice`), for the one line a command prints about its model.
+
 A pretrained model is imported once into a self-describing checkpoint under the user cache folder
 (`models/`, written atomically), keyed by the reference, and for a local folder or file by the
 names, sizes and modification times of its files, so an edited folder is imported again. From
@@ -21,12 +23,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from tinymvlm.errors import TmvError
-from tinymvlm.run_folder import latest_run, run_checkpoint
+from tinymvlm.models import download
+from tinymvlm.run_folder import latest_run, run_checkpoint, runs_root
 from tinymvlm.user_cache import model_cache
 
 log = logging.getLogger(__name__)
@@ -39,12 +44,39 @@ OFFLINE_CHOICES = ("offline, use --model builtin (the packaged towers), a local 
                    "open_clip:ARCH/FILE with a local checkpoint file, or a tmv checkpoint")
 
 
+# Why a model was chosen: the reasons a `ModelChoice` carries.
+GIVEN = "--model"
+LATEST_RUN = "latest run in {root}"
+NO_RUN = "built-in: no run found in {root}"
+INDEX_BUILT = "index was built with it"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The checkpoint a command uses, what the user named (None: nothing) and why it is this one."""
+
+    path: Path
+    ref: str | None
+    reason: str
+
+
+def choose_model(ref: str | Path | None) -> ModelChoice:
+    """The checkpoint that `ref` names (importing a pretrained CLIP the first time it is named), and why."""
+    if ref is not None:
+        return ModelChoice(_named(str(ref)), str(ref), GIVEN)
+    run, root = latest_run(), runs_root()
+    shown = str(root) if root.is_absolute() else f"./{root}"
+    if run is None:
+        return ModelChoice(_builtin(), None, NO_RUN.format(root=shown))
+    return ModelChoice(run_checkpoint(run), None, LATEST_RUN.format(root=shown))
+
+
 def resolve_model(ref: str | Path | None) -> Path:
-    """The checkpoint file that `ref` names, importing a pretrained CLIP the first time it is named."""
-    if ref is None:
-        run = latest_run()
-        return _builtin() if run is None else run_checkpoint(run)
-    ref = str(ref)
+    """The checkpoint file that `ref` names (see `choose_model`)."""
+    return choose_model(ref).path
+
+
+def _named(ref: str) -> Path:
     if ref == "builtin" and not Path(ref).exists():
         return _builtin()
     if ref.startswith(HF_PREFIX):
@@ -86,7 +118,7 @@ def _hf(name: str, ref: str) -> Path:
         return _cached(_local_key("hf", folder), lambda: hf_clip.import_model(str(folder), ref), ref)
     if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name):
         raise TmvError(f"unknown model '{ref}': neither an existing folder nor a hub name like hf:ORG/NAME")
-    return _cached(_ref_key(ref), lambda: hf_clip.import_model(name, ref), ref, needs_hub=True)
+    return _from_hub(name, ref, lambda folder: hf_clip.import_model(str(folder), ref))
 
 
 def _open_clip(spec: str, ref: str) -> Path:
@@ -103,7 +135,28 @@ def _open_clip(spec: str, ref: str) -> Path:
     if not open_clip.get_pretrained_cfg(arch, rest):
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
         raise TmvError(f"'{ref}': {rest} is neither a file nor a pretrained tag of {arch} (its tags: {tags})")
-    return _cached(_ref_key(ref), lambda: openclip.import_model(arch, rest, ref, tag=rest), ref, needs_hub=True)
+    hf_hub = open_clip.get_pretrained_cfg(arch, rest).get("hf_hub")
+    if not hf_hub:  # a tag with a plain URL: open_clip downloads it
+        return _cached(_ref_key(ref), lambda: openclip.import_model(arch, rest, ref, tag=rest), ref, needs_hub=True)
+    repo_id, filename = os.path.split(hf_hub)  # "ORG/NAME/" or "ORG/NAME/FILE", as open_clip splits it
+    names = openclip.weight_files(filename)
+
+    def weights(files: list[download.RemoteFile]) -> list[download.RemoteFile]:
+        by_name = {f.path: f for f in files}
+        return [by_name[n] for n in names if n in by_name][:1]
+
+    def load(folder: Path):
+        file = next(folder / n for n in names if (folder / n).is_file())
+        return openclip.import_model(arch, str(file), ref, tag=rest)
+
+    return _from_hub(repo_id, ref, load, weights)
+
+
+def _from_hub(repo_id: str, ref: str, load: Callable, files: Callable | None = None) -> Path:
+    """The imported checkpoint of a hub model: its files fetched (download.py), imported by `load(folder)`,
+    then removed."""
+    return _cached(_ref_key(ref), lambda: load(download.fetch(repo_id, ref, files or download.wanted)), ref,
+                   needs_hub=True, after=lambda: download.discard(repo_id))
 
 
 def _model_type(folder: Path) -> str | None:
@@ -125,8 +178,9 @@ def _local_key(kind: str, path: Path) -> str:
     return hashlib.sha256(json.dumps([kind, str(path), stats]).encode()).hexdigest()[:16]
 
 
-def _cached(key: str, load: Callable, ref: str, needs_hub: bool = False) -> Path:
-    """The imported checkpoint for `key`, importing (and caching) it with `load` the first time."""
+def _cached(key: str, load: Callable, ref: str, needs_hub: bool = False, after: Callable | None = None) -> Path:
+    """The imported checkpoint for `key`, importing (and caching) it with `load` the first time; then
+    `after` (what the import needed and no longer does goes)."""
     from tinymvlm import hub
     from tinymvlm.models.checkpoint import save_checkpoint
 
@@ -139,4 +193,6 @@ def _cached(key: str, load: Callable, ref: str, needs_hub: bool = False) -> Path
     log.warning("importing %s once into %s", ref, path)
     model, tokenizer = load()
     save_checkpoint(path, model, tokenizer, {"imported_from": ref})
+    if after is not None:
+        after()
     return path
