@@ -87,7 +87,7 @@ def test_cli_literal_and_quotes_search_the_same_phrase(small_index):
     def hits(*args: str) -> str:
         result = CliRunner().invoke(cli, ["search", *args, "--index", str(small_index / "idx"), "--json"])
         assert result.exit_code == 0, result.output
-        return result.output
+        return result.stdout
 
     assert hits("--literal", "red + blue:2") == hits('"red + blue:2"')
     assert hits("--literal", "red + blue:2") != hits("red + blue:2")
