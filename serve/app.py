@@ -32,13 +32,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+
+from tinymvlm.data.transform import load_image
+from tinymvlm.errors import TmvError, first_line
 from tinymvlm.index.filters import SearchFilter
 from tinymvlm.serve.hostguard import HostGuard
 from tinymvlm.serve.service import CURVES_URL, Query, SearchService
 from tinymvlm.serve.thumbnails import ThumbnailCache
-
-from tinymvlm.data.transform import load_image
-from tinymvlm.errors import TmvError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +69,28 @@ def _error(status: int, message: str) -> Json:
     return Json({"error": message}, status_code=status)
 
 
-def _int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
+def _number_param(request: Request, name: str, parse: type, default: float | None, low: float, high: float,
+                  kind: str, allowed: str) -> float | None:
+    """A query parameter as a number in [low, high]; absent or empty gives `default`."""
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise HTTPException(400, f"{name}={raw[:40]!r} is not a whole number") from None
+        raise HTTPException(400, f"{name}={raw[:40]!r} is not {kind}") from None
     if not low <= value <= high:
-        raise HTTPException(400, f"{name}={value} is out of range: use {low}..{high}")
+        raise HTTPException(400, f"{name}={raw[:40]} is out of range: {allowed}")
     return value
+
+
+def _int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    return _number_param(request, name, int, default, low, high, "a whole number", f"use {low}..{high}")
+
+
+def _score_param(request: Request, name: str) -> float | None:
+    return _number_param(request, name, float, None, -1.0, 1.0, "a number",
+                         "scores are cosine similarities, -1..1")
 
 
 def _query(request: Request, service: SearchService, upload: bool = False) -> Query:
@@ -96,19 +107,6 @@ def _query(request: Request, service: SearchService, upload: bool = False) -> Qu
     return Query(text=text, like=like, kind=kind, k=_int_param(request, "k", 24, 1, limits.max_k),
                  offset=_int_param(request, "offset", 0, 0, limits.max_offset), where=where,
                  min_score=_score_param(request, "min_score"))
-
-
-def _score_param(request: Request, name: str) -> float | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise HTTPException(400, f"{name}={raw[:40]!r} is not a number") from None
-    if not -1.0 <= value <= 1.0:
-        raise HTTPException(400, f"{name}={raw[:40]} is out of range: scores are cosine similarities, -1..1")
-    return value
 
 
 async def _save_upload(request: Request, limit: int, folder: str) -> str:
