@@ -110,6 +110,11 @@ def tower_features(model, images, count: int, runtime) -> torch.Tensor:
     return torch.cat(rows)
 
 
+def features_for(model, features: torch.Tensor) -> torch.Tensor:
+    """Features computed by a model that reads people (a found-face column last), for one that may not."""
+    return features if model.reads_people else features[:, :model.image_tower.num_features]
+
+
 def load_sets(tux_dir: Path, fashion_limit: int, model, runtime) -> tuple[Sets, list[str]]:
     from tinymvlm.data.pairs import load_pairs
     from tinymvlm.evaluation.zeroshot import is_idx_folder, load_idx_folder, spread
@@ -136,7 +141,11 @@ def measure(model, tokenizer, sets: Sets, runtime) -> dict[str, float]:
     from tinymvlm.evaluation.zeroshot import DEFAULT_TEMPLATES, class_embeddings, classification_result
 
     model.eval()
-    project = lambda f: model.project_image(f.to(runtime.torch_device)).float().cpu().numpy()  # noqa: E731
+
+    def project(features: torch.Tensor) -> np.ndarray:
+        features = features if isinstance(model, Ensemble) else features_for(model, features)
+        return model.project_image(features.to(runtime.torch_device)).float().cpu().numpy()
+
     row = evaluate_retrieval(model, tokenizer, sets.tux, runtime=runtime, images=project(sets.tux_feats)).metrics
     row = {k: row[k] for k in KEYS}
     if sets.photos is not None:
@@ -178,7 +187,8 @@ class Ensemble(torch.nn.Module):
         return self._join(self.first.encode_text(input_ids, attention_mask), self.second.encode_text(input_ids, attention_mask))
 
     def project_image(self, features):
-        return self._join(self.first.project_image(features), self.second.project_image(features))
+        return self._join(self.first.project_image(features_for(self.first, features)),
+                          self.second.project_image(features_for(self.second, features)))
 
     def _join(self, a, b):
         return torch.cat([a * self.w ** 0.5, b * (1 - self.w) ** 0.5], dim=-1)

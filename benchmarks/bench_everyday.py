@@ -30,8 +30,13 @@ import bench_builtin  # noqa: E402
 
 SET = HERE / "everyday"
 PEOPLE = ("a person", "people", "a woman", "a man", "a person smiling")
-LEVERS = {"v1: class names only": {}, "v2 = BUILT-IN: parents 1.0, grandparents 0.3": None,
-          "parents 1.0, grandparents 0.5": {1: 1.0, 2: 0.5}, "parents 1.0 only": {1: 1.0}}
+# label: build_builtin's arguments (depth_weights None: the built-in's own)
+LEVERS = {"v1: class names only": {"depth_weights": {}, "people": False},
+          "v2: + WordNet parents 1.0, grandparents 0.3": {"depth_weights": {1: 1.0, 2: 0.3}, "people": False},
+          "v2 + a found face reads as a person": {"depth_weights": {1: 1.0, 2: 0.3}},
+          "v3 = BUILT-IN: parents 1.0, grandparents 0.15, faces": {},
+          "v3, parents only": {"depth_weights": {1: 1.0}},
+          "v3, parents 0.7, grandparents 0.2": {"depth_weights": {1: 0.7, 2: 0.2}}}
 
 
 def package_dir(name: str) -> Path | None:
@@ -122,18 +127,20 @@ def main() -> None:
         bench_builtin.write_pairs(args.tux / "test.tsv", test)
     runtime = Runtime("cpu", "fp32", batch_size=64, workers=0).resolve()
     rows, feats, sets = [], None, None
-    for label, weights in LEVERS.items():
+    for label, levers in LEVERS.items():
         if args.lever and not any(label.startswith(p) for p in args.lever):
             continue
-        model, tokenizer = build_builtin(depth_weights=weights)
-        if feats is None:
+        model, tokenizer = build_builtin(**levers)
+        if feats is None:  # computed once, with the found-face column every lever can drop
+            reader = model if model.reads_people else build_builtin()[0]
             images = bench_builtin.PilImages([to_rgb(Image.open(args.photos / n)) for n in names])
-            feats = bench_builtin.tower_features(model, images, len(names), runtime)
-            sets, _ = bench_builtin.load_sets(args.tux, args.fashion_limit, model, runtime)
+            feats = bench_builtin.tower_features(reader, images, len(names), runtime)
+            sets, _ = bench_builtin.load_sets(args.tux, args.fashion_limit, reader, runtime)
         texts = list(queries) + captions
         batch = tokenize(tokenizer, texts, model.config.context_length)
         text_emb = model.encode_text(batch["input_ids"], batch["attention_mask"]).numpy()
-        row = everyday_metrics(model.project_image(feats).numpy(), names, text_emb, queries, captions)
+        image_emb = model.project_image(bench_builtin.features_for(model, feats)).numpy()
+        row = everyday_metrics(image_emb, names, text_emb, queries, captions)
         other = bench_builtin.measure(model, tokenizer, sets, runtime)
         row.update({"Tux t2i": other["t2i_R@1"], "Tux i2t": other["i2t_R@1"], "FM top-1": other.get("fashion_top1", float("nan"))})
         rows.append((label, row))

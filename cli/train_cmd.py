@@ -32,6 +32,7 @@ class RichReporter:
     def start(self, total_steps: int, start_step: int, info: dict) -> None:
         processes = f" in each of {info['processes']} processes" if info.get("processes", 1) > 1 else ""
         prior = f", label prior over {info['label_prior']} tower classes" if info.get("label_prior") else ""
+        prior += " and found faces" if info.get("people") else ""
         err.print(f"training on {info['train_images']} images / {info['train_captions']} captions, "
                   f"validating on {info['val_images']} images, device {info['device']}{processes}{prior}, "
                   f"run folder {info['run_dir']}")

@@ -1,12 +1,14 @@
-"""The built-in model against its documented reading (tinymvlm/models/builtin.py, version 2), rebuilt
+"""The built-in model against its documented reading (tinymvlm/models/builtin.py, version 3), rebuilt
 here from the packaged pieces and never from the saved model:
 
-    image -> normalize(softmax(classifier(features) / 1.5) @ E - c)   text -> normalize(MiniLM(caption) - c)
+    image -> normalize((1 - m) softmax(classifier(features) / 1.5) @ E + m P - c)
+    text  -> normalize(MiniLM(caption) - c)
 
 E: for each ImageNet class (the first of timm's WordNet synonyms), MiniLM's mean-pooled embedding of
-"a photo of a {name}.", mixed with its WordNet parents' (weight 1 each) and grandparents' (0.3 each)
+"a photo of a {name}.", mixed with its WordNet parents' (weight 1 each) and grandparents' (0.15 each)
 embeddings and divided by the weights' sum, rounded to half precision; c: E's mean; 1.5: the
-temperature. The ancestors are read here from the shipped WordNet table's text (pinned by
+temperature; P: MiniLM's "a photo of a person.", rounded alike; m: 0.6 when a face was found in the
+image, else 0 (the face detector itself: test_people). The ancestors are read here from the shipped WordNet table's text (pinned by
 test_builtin_hierarchy). When the built-in model's version changes what it reads, this file changes with it.
 """
 
@@ -17,7 +19,8 @@ import torch
 
 TEMPERATURE = 1.5
 TEMPLATE = "a photo of a {}."
-PARENT, GRANDPARENT = 1.0, 0.3
+PARENT, GRANDPARENT = 1.0, 0.15
+FACE_MASS = 0.6
 
 
 def _shipped_ancestors() -> dict[str, tuple[list[str], list[str]]]:
@@ -66,29 +69,34 @@ def reference():
     embedded = dict(zip(words, encode([TEMPLATE.format(w) for w in words])))
     rows = [sum(w * embedded[text] for text, w in mix) / sum(w for _, w in mix) for mix in mixes]
     classes = torch.stack(rows).half().float()
-    return weight, bias, classes, encode
+    person = encode([TEMPLATE.format("person")])[0].half().float()
+    return weight, bias, classes, person, encode
 
 
-def _image_reading(features, weight, bias, classes, temperature):
+def _image_reading(features, mass, weight, bias, classes, person, temperature):
     probabilities = ((features @ weight.T + bias) / temperature).softmax(-1)
-    return torch.nn.functional.normalize(probabilities @ classes - classes.mean(0), dim=-1)
+    reading = (1 - mass) * (probabilities @ classes) + mass * person
+    return torch.nn.functional.normalize(reading - classes.mean(0), dim=-1)
 
 
 def test_the_builtin_model_is_the_documented_reading_at_temperature_1_5(builtin_checkpoint, reference):
     from tinymvlm.models.checkpoint import load_checkpoint
     from tinymvlm.models.tokenizer import tokenize
 
-    weight, bias, classes, encode = reference
+    weight, bias, classes, person, encode = reference
     model, tokenizer, meta = load_checkpoint(builtin_checkpoint)
     features = 2 * torch.rand(4, weight.shape[1], generator=torch.Generator().manual_seed(0))
+    mass = torch.tensor([[FACE_MASS], [0.0], [FACE_MASS], [0.0]])
     with torch.no_grad():
-        got = model.project_image(features)
-    expected = _image_reading(features, weight, bias, classes, TEMPERATURE)
+        got = model.project_image(torch.cat([features, mass], 1))  # the found-face column comes last
+    expected = _image_reading(features, mass, weight, bias, classes, person, TEMPERATURE)
     assert torch.allclose(got, expected, atol=2e-4)
     for other in (1.0, 2.0):  # the comparison tells temperatures apart
-        assert not torch.allclose(got, _image_reading(features, weight, bias, classes, other), atol=1e-2)
+        assert not torch.allclose(got, _image_reading(features, mass, weight, bias, classes, person, other), atol=1e-2)
+    faceless = _image_reading(features, torch.zeros_like(mass), weight, bias, classes, person, TEMPERATURE)
+    assert torch.allclose(got[1::2], faceless[1::2], atol=2e-4) and not torch.allclose(got[::2], faceless[::2], atol=1e-2)
     probabilities = ((features @ weight.T + bias) / TEMPERATURE).softmax(-1)
-    uncentred = torch.nn.functional.normalize(probabilities @ classes, dim=-1)
+    uncentred = torch.nn.functional.normalize((1 - mass) * (probabilities @ classes) + mass * person, dim=-1)
     assert not torch.allclose(got, uncentred, atol=1e-2)
     captions = ["a photo of a dog", "a red bicycle leaning on a wall", "two cats"]
     batch = tokenize(tokenizer, captions, model.config.context_length)

@@ -59,7 +59,7 @@ def test_the_prior_reads_a_cat_photo_as_cat_text(packaged_model):
     pixels = build_transforms(model.data_config, training=False)(Image.fromarray(data.chelsea()))[None]
     batch = tokenizer(["a cat lying down.", "a red truck on a road."], padding=True, return_tensors="pt")
     with torch.no_grad():
-        prior = model.label_prior(model.image_features(pixels))
+        prior = model.label_prior(model.image_tower(pixels))
         texts = model.text_features(batch["input_ids"], batch["attention_mask"])
     cat, truck = torch.nn.functional.cosine_similarity(prior, texts).tolist()
     assert cat > 0.5 > truck
@@ -76,7 +76,7 @@ def test_the_prior_is_frozen_and_survives_a_checkpoint(tiny_prior_config, tmp_pa
     pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(model.eval().encode_image(pixels), loaded.encode_image(pixels))
-        without = model.image_proj(model.image_features(pixels))
+        without = model.image_proj(model.image_tower(pixels))
         assert not torch.allclose(model.encode_image(pixels), torch.nn.functional.normalize(without, dim=-1))
 
 
@@ -87,7 +87,7 @@ def test_training_keeps_the_prior_fixed_and_says_it_is_used(tiny_prior_config, c
                                       "--text-model", tiny_prior_config.text_model, "--embed-dim", "16", "--context-length", "16",
                                       "--workers", "0", "--out-dir", str(out)])
     assert result.exit_code == 0, result.output
-    assert "label prior over 1000 tower classes" in result.output
+    assert "label prior over 1000 tower classes and found faces" in result.output
     trained, _, _ = load_checkpoint(out / "latest.safetensors")
     fresh, _ = create_model(tiny_prior_config)
     assert torch.equal(trained.label_prior.label_text, fresh.label_prior.label_text)

@@ -8,7 +8,8 @@ ordinary TinyClip with a label prior (see `label_prior`) whose linear heads make
 
 E holds MiniLM's embedding of "a photo of a {class name}." (the label prior's template) mixed with its
 WordNet parents' and grandparents' (version 2: a Pekinese's row also says "toy dog" and "dog", so
-everyday words find their photos; see `hypernyms` and docs/builtin-model.md), T sharpens
+everyday words find their photos; see `hypernyms` and docs/builtin-model.md); version 3 adds a
+"a photo of a person." row that takes part of the mass when OpenCV finds a face (see `people`). T sharpens
 or softens the class probabilities, and c, the mean class-name embedding, is subtracted from both sides
 so that cosine similarity compares what is specific to a caption rather than the direction all
 captions share. Because the probabilities sum to one, centring the image side is the text head's bias
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
     from tinymvlm.models.tinyclip import TinyClip
 
 NAME = "builtin"
-VERSION = 2  # 2: class rows mix in WordNet ancestors; the file name changes, so v1 indexes say the model differs
+VERSION = 3  # 2: class rows mix in WordNet ancestors; 3: a found face reads as a person. The file name
+# changes with it, so an index built with an older version says the model differs
 TEMPERATURE = 1.5
 
 
@@ -53,15 +55,18 @@ def builtin_checkpoint() -> Path:
     path = builtin_path()
     if not path.is_file():
         from tinymvlm.models.checkpoint import save_checkpoint
+        from tinymvlm.models.people import SETTINGS as PEOPLE_SETTINGS
 
         model, tokenizer = build_builtin()
         save_checkpoint(path, model, tokenizer, {"model": NAME, "version": VERSION, "temperature": TEMPERATURE,
-                                                 "hypernyms": {str(d): w for d, w in DEPTH_WEIGHTS.items()}})
+                                                 "hypernyms": {str(d): w for d, w in DEPTH_WEIGHTS.items()},
+                                                 "people": PEOPLE_SETTINGS})
     return path
 
 
 def build_builtin(temperature: float = TEMPERATURE, templates: tuple[str, ...] | None = None,
-                  centred: bool = True, depth_weights: dict[int, float] | None = None) -> tuple["TinyClip", object]:
+                  centred: bool = True, depth_weights: dict[int, float] | None = None,
+                  people: bool = True) -> tuple["TinyClip", object]:
     """(model, tokenizer) of the built-in reading; the arguments are the levers benchmarks compare.
     (torch and the towers are imported here: naming the built-in model, as a text search does, needs
     neither.)"""
@@ -73,14 +78,16 @@ def build_builtin(temperature: float = TEMPERATURE, templates: tuple[str, ...] |
     from tinymvlm.models.towers import PACKAGED_IMAGE, PACKAGED_TEXT, load_image_tower, load_text_tower
 
     config = ModelConfig(image_model=PACKAGED_IMAGE, text_model=PACKAGED_TEXT, head="linear", embed_dim=384,
-                         label_prior=True)
+                         label_prior=True, people=people)
     with torch.no_grad():
         image_tower, arch, classifier = load_image_tower(config.image_model, True)
         text_tower, tokenizer = load_text_tower(config.text_model, True)
         model = TinyClip(config, image_tower, text_tower, arch, data_config_for(image_tower, None)).eval()
         model.label_prior = build_label_prior(model, tokenizer, classifier, templates or (PRIOR_TEMPLATE,),
                                               DEPTH_WEIGHTS if depth_weights is None else depth_weights)
-        model.label_prior.label_text.copy_(model.label_prior.label_text.half().float())
+        for rows in (model.label_prior.label_text, model.label_prior.person_text):
+            if rows is not None:
+                rows.copy_(rows.half().float())
     return read_as(model, temperature, centred), tokenizer
 
 

@@ -103,7 +103,7 @@ def load_checkpoint(path: str | Path, with_state: bool = False):
     from tinymvlm.models.towers import create_timm, text_tower_from_config
 
     meta = read_metadata(path)
-    config = ModelConfig(**meta["model_config"])
+    config = ModelConfig(**{"people": False, **meta["model_config"]})  # checkpoints from before `people` had none
     if "source" in meta:
         model = model_from_source(config, meta["source"], meta["image_arch"], meta["data_config"])
     else:
@@ -116,7 +116,7 @@ def load_checkpoint(path: str | Path, with_state: bool = False):
             text, weight = fh.get_slice(PRIOR_KEY).get_shape(), fh.get_slice(PRIOR_CLASSIFIER_KEY).get_shape()
             if len(text) != 2 or len(weight) != 2:
                 raise TmvError(f"checkpoint {path} does not match the model it describes: a malformed label prior")
-            model.label_prior = LabelPrior.empty(text[0], weight[1], text[1])
+            model.label_prior = LabelPrior.empty(text[0], weight[1], text[1], config.people)
         for key in fh.keys():
             if key.startswith(STATE_PREFIX):
                 if with_state:

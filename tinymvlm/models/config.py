@@ -24,7 +24,8 @@ class ModelConfig:
     `label_prior` adds the image tower's own class predictions, read through the text tower, to every
     image embedding (see `label_prior`); it needs a pretrained tower that comes with its classifier and
     class names (the packaged EfficientNet-Lite0, or a timm ImageNet model from the hub); with any
-    other tower the model has none, and `tmv train` says which when it starts.
+    other tower the model has none, and `tmv train` says which when it starts. `people` gives that
+    prior a "person" row, which a face found in the image (OpenCV, see `people`) reads as.
     """
 
     image_model: str | None = option(
@@ -46,6 +47,9 @@ class ModelConfig:
     label_prior: bool = option(
         True, "Add the image tower's own class predictions, read through the text tower, to image embeddings "
               "(pretrained towers with a classifier: the packaged one, timm ImageNet models).")
+    people: bool = option(
+        True, "With --label-prior: read a face found in an image (OpenCV's detectors) as 'a photo of a person.', "
+              "which ImageNet's classes hardly name.")
 
     def __post_init__(self) -> None:
         check_choices(self)

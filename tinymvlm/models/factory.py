@@ -15,6 +15,7 @@ from tinymvlm.models.tokenizer import tokenize
 from tinymvlm.models.towers import TowerClassifier, load_image_tower, load_text_tower
 
 PRIOR_TEMPLATE = "a photo of a {}."
+PERSON = "person"  # the name a found face reads as (see `people`)
 PRIOR_BATCH = 64
 
 
@@ -36,10 +37,11 @@ def build_label_prior(model: TinyClip, tokenizer, classifier: TowerClassifier,
                       templates: Sequence[str] = (PRIOR_TEMPLATE,),
                       depth_weights: dict[int, float] = DEPTH_WEIGHTS) -> LabelPrior:
     """Embed every class with the model's text tower as it is now (pretrained, in eval mode): its name
-    mixed with its ancestors' names at `depth_weights` (see `hypernyms`), averaged over the templates."""
+    mixed with its ancestors' names at `depth_weights` (see `hypernyms`), averaged over the templates;
+    with `config.people`, "person" too, as its own row."""
     ancestors = classifier.ancestors or [()] * len(classifier.names)
     mixes = [weighted_names(name, levels, depth_weights) for name, levels in zip(classifier.names, ancestors)]
-    words = sorted({text for mix in mixes for text, _ in mix})
+    words = sorted({text for mix in mixes for text, _ in mix} | ({PERSON} if model.config.people else set()))
     column = {text: i for i, text in enumerate(words)}
     mixing = torch.zeros(len(mixes), len(words))
     for row, mix in enumerate(mixes):
@@ -54,7 +56,7 @@ def build_label_prior(model: TinyClip, tokenizer, classifier: TowerClassifier,
         rows.append(model.text_features(batch["input_ids"], batch["attention_mask"]).float())
     model.text_tower.train(was_training)
     embedded = torch.cat(rows).view(len(templates), len(words), -1).mean(0)
-    return LabelPrior(classifier.layer, mixing @ embedded)
+    return LabelPrior(classifier.layer, mixing @ embedded, embedded[column[PERSON]] if model.config.people else None)
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ from torch import nn
 from tinymvlm.errors import TmvError
 from tinymvlm.models.config import ModelConfig
 from tinymvlm.models.label_prior import LabelPrior
+from tinymvlm.models.people import person_mass
 
 LOGIT_SCALE_MAX = math.log(100)
 
@@ -51,16 +52,29 @@ class TinyClip(nn.Module):
     def embed_dim(self) -> int:
         return self.config.embed_dim
 
+    @property
+    def reads_people(self) -> bool:
+        """Whether image features end with a found-face column (see `people`)."""
+        return self.label_prior is not None and self.label_prior.reads_people
+
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Pooled image-tower features, before the head (what a locked tower's cache stores)."""
-        return self.image_tower(pixels)
+        """Pooled image-tower features, before the head (what a locked tower's cache stores), and for a
+        model that reads people, one more column: the person mass found in these very pixels."""
+        features = self.image_tower(pixels)
+        if not self.reads_people:
+            return features
+        mass = person_mass(pixels, self.data_config).to(features.device, features.dtype)
+        return torch.cat([features, mass], 1)
 
     def project_image(self, features: torch.Tensor) -> torch.Tensor:
         """The image head's output, plus the text head's reading of the tower's class predictions
         when the model has a label prior (see `label_prior`)."""
+        mass = None
+        if self.reads_people:
+            features, mass = features[:, :-1], features[:, -1:]
         emb = self.image_proj(features)
         if self.label_prior is not None:
-            emb = emb + self.text_proj(self.label_prior(features))
+            emb = emb + self.text_proj(self.label_prior(features, mass))
         return F.normalize(emb.float(), dim=-1)
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -154,7 +154,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, given: Iterable[st
             "train_images": len(state.train_pairs), "train_captions": state.train_pairs.num_captions,
             "val_images": len(state.val_pairs) if state.val_pairs else 0, "device": str(device),
             "processes": info.world_size, "run_dir": str(state.run_dir),
-            "label_prior": state.model.label_prior.classes if state.model.label_prior is not None else 0})
+            "label_prior": state.model.label_prior.classes if state.model.label_prior is not None else 0,
+            "people": state.model.reads_people})
         try:
             for epoch in range(state.start_epoch, cfg.epochs):
                 record = train_epoch(state, epoch)
