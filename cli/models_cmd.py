@@ -50,7 +50,7 @@ def _print_local(local, builtin_speed) -> None:
     for m in local:
         notes = ["default outside an index"] if m.default else []
         if m.kind == "builtin":
-            notes.append("built into the cache on first use" if m.path is None else "ImageNet classes read as text")
+            notes.append("built into the cache on first use" if m.path is None else "ImageNet classes and their WordNet kinds read as text, a face as a person")
             notes.append(f"index {builtin_speed.index_fp32:.1f} img/s fp32, query {builtin_speed.warm_query_ms:.0f} ms")
         if m.kind == "run" and m.epoch is not None:
             recall = ", ".join(f"{k} {v:.1f}" for k, v in m.metrics.items() if k.endswith("_R@1"))

@@ -95,11 +95,17 @@ def to_rgb8(pixels: torch.Tensor, data_config: dict) -> np.ndarray:
     return rgb.permute(0, 2, 3, 1).contiguous().numpy()
 
 
+@cache
+def _pool(pid: int) -> ThreadPoolExecutor:
+    """This process's searching threads, kept so that each loads its cascade once (15 ms); by PID, because
+    a forked child has none of its parent's threads."""
+    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="tmv-faces")
+
+
 def person_mass(pixels: torch.Tensor, data_config: dict) -> torch.Tensor:
     """(n, 1) float: FACE_MASS for each image of the batch in which a face is found, else 0. The images
     are searched in parallel threads (OpenCV releases the GIL), which a GPU's batches need."""
     images = to_rgb8(pixels, data_config)
     _cascades()  # OpenCV imported (and a missing cascade reported) once, here
-    with ThreadPoolExecutor(max(1, min(len(images), os.cpu_count() or 1))) as pool:
-        found = [bool(boxes) for boxes in pool.map(faces, images)]
+    found = [bool(boxes) for boxes in _pool(os.getpid()).map(faces, images)]
     return torch.tensor([[FACE_MASS if f else 0.0] for f in found], dtype=torch.float32).reshape(-1, 1)
