@@ -5,7 +5,7 @@ here from the packaged pieces and never from the saved model:
     text  -> normalize(MiniLM(caption) - c)
 
 E: for each ImageNet class (the first of timm's WordNet synonyms), MiniLM's mean-pooled embedding of
-"a photo of a {name}.", mixed with its WordNet parents' (weight 1 each) and grandparents' (0.15 each)
+"a photo of a {name}.", mixed with its WordNet parents' (weight 0.7 each) and grandparents' (0.2 each)
 embeddings and divided by the weights' sum, rounded to half precision; c: E's mean; 1.5: the
 temperature; P: MiniLM's "a photo of a person.", rounded alike; m: 0.6 when a face was found in the
 image, else 0 (the face detector itself: test_people). The ancestors are read here from the shipped WordNet table's text (pinned by
@@ -19,7 +19,7 @@ import torch
 
 TEMPERATURE = 1.5
 TEMPLATE = "a photo of a {}."
-PARENT, GRANDPARENT = 1.0, 0.15
+PARENT, GRANDPARENT = 0.7, 0.2
 FACE_MASS = 0.6
 
 

@@ -14,9 +14,9 @@ from importlib.resources import files
 
 TABLE = "imagenet_hypernyms.tsv"
 # Weight of each ancestor depth's names relative to the class name's 1 (measured on real photos, see
-# docs/builtin-model.md): parents count as much as the name, grandparents a little (0.3 in version 2:
-# 0.15 keeps most of the everyday-query gain and reads free-text captions better).
-DEPTH_WEIGHTS = {1: 1.0, 2: 0.15}
+# docs/builtin-model.md): parents a little less than the name, grandparents a little (version 2 had
+# 1.0 and 0.3: everyday queries ranked about as well, captions and drawings were read worse).
+DEPTH_WEIGHTS = {1: 0.7, 2: 0.2}
 
 
 @cache

@@ -11,8 +11,8 @@ A face counts when the frontal-face cascade finds a box at least MIN_FACE of the
 at least MIN_SKIN skin-coloured: the skin test removes the faces the cascade "finds" in a fire
 engine, coins, moon craters, fur and stonework, and with them the faces in greyscale photos. Measured
 on 143 real photos (benchmarks/bench_everyday.py, docs/builtin-model.md): it finds the faces of 3 of
-the 7 people photos and no false face, in about 7 ms a photo. The profile-face cascade (both ways
-round) found no face more there at four times the cost, and OpenCV's HOG and Haar body detectors
+the 7 people photos and no false face, for about 14 ms of CPU a photo. The profile-face cascade (both
+ways round) found no face more there at 4.5 times the cost, and OpenCV's HOG and Haar body detectors
 found no true body but several false ones, so none of them is used. Changing any constant changes
 every embedding: bump the built-in model's version.
 """
