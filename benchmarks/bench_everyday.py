@@ -31,7 +31,7 @@ import bench_builtin  # noqa: E402
 
 SET = HERE / "everyday"
 PEOPLE = ("a person", "people", "a woman", "a man", "a person smiling")
-# label: build_builtin's arguments (depth_weights None: the built-in's own)
+# label: build_builtin's arguments (one left out: the built-in's own)
 LEVERS = {"v1: class names only": {"depth_weights": {}, "people": False},
           "v2: + WordNet parents 1.0, grandparents 0.3": {"depth_weights": {1: 1.0, 2: 0.3}, "people": False},
           "v2 + a found face reads as a person": {"depth_weights": {1: 1.0, 2: 0.3}},

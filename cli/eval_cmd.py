@@ -215,7 +215,7 @@ def _retrieval(model, tokenizer, pairs, ks, runtime, index, plot_path) -> dict:
     if plot_path:
         from tinymvlm.evaluation.recall_curve import draw_recall_curve, recall_curve
 
-        drawn = draw_recall_curve(recall_curve(result.embedded, ks), plot_path,
+        drawn = draw_recall_curve(recall_curve(result.embedded, ks, result.ranks), plot_path,
                                   f"{pairs.name}: {result.images} images, {result.captions} captions")
         err.print(f"wrote {drawn}", markup=False)
     if index is not None:

@@ -63,6 +63,3 @@ class SearchFilter:
             else:
                 out += [os.path.normpath(os.path.join(root, expanded)) for root in roots]
         return out
-
-    def to_dict(self) -> dict:
-        return {"after": self.after, "before": self.before, "folders": list(self.folders)}

@@ -13,10 +13,8 @@ import datetime as dt
 from dataclasses import dataclass
 
 from PIL import Image
+from PIL.ExifTags import IFD, Base
 
-EXIF_IFD = 0x8769
-DATETIME_ORIGINAL = 36867
-MODEL = 272
 _EXIF_TIME = "%Y:%m:%d %H:%M:%S"
 
 
@@ -53,8 +51,9 @@ def read_photo_meta(path: str, mtime_ns: int) -> PhotoMeta:
             width, height = image.size
             exif = image.getexif()
             # the standard place is the Exif IFD; some writers put it in the first IFD
-            taken = _exif_time(exif.get_ifd(EXIF_IFD).get(DATETIME_ORIGINAL)) or _exif_time(exif.get(DATETIME_ORIGINAL))
-            camera = exif.get(MODEL)
+            original = Base.DateTimeOriginal
+            taken = _exif_time(exif.get_ifd(IFD.Exif).get(original)) or _exif_time(exif.get(original))
+            camera = exif.get(Base.Model)
     except Exception:  # any undecodable header: Pillow raises many kinds; the embedding run reports the file
         return PhotoMeta(mtime_time(mtime_ns), None, None, None)
     camera = camera.strip("\x00 ") or None if isinstance(camera, str) else None

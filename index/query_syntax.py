@@ -63,7 +63,7 @@ def _is_file(path: str) -> bool:
 
 def looks_like_image_path(term: str) -> bool:
     """An image file name with a folder in it, or one word: 'photos/flyy.png', 'IMG_1.JPG'."""
-    return is_image_name(term) and (os.sep in term or "/" in term or not any(c.isspace() for c in term))
+    return is_image_name(term) and _looks_like_path(term)
 
 
 def _looks_like_path(term: str) -> bool:

@@ -127,8 +127,7 @@ class Searcher:
             cached = self._samples.get(kind)
             if cached is None or cached[0] != generation:
                 ids = self.catalog.ids(kind)
-                if len(ids) > TYPICAL_SAMPLE:
-                    ids = np.sort(np.random.default_rng(0).choice(ids, TYPICAL_SAMPLE, replace=False))
+                ids = vectors.sample_ids(ids, TYPICAL_SAMPLE)
                 cached = self._samples[kind] = (generation, self.catalog.vectors(kind, ids, self.manifest["embed_dim"]))
         sample = cached[1]
         if not len(sample):

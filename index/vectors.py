@@ -120,10 +120,14 @@ def train(index: faiss.Index, kind: str, sample: np.ndarray) -> None:
         index.train(np.ascontiguousarray(sample, dtype=np.float32))
 
 
+def sample_ids(ids: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """A seeded random subset of `ids` (all of them when there are no more than `size`), sorted."""
+    return np.sort(np.random.default_rng(seed).choice(ids, size=min(len(ids), size), replace=False))
+
+
 def train_sample(ids: np.ndarray, params: dict, seed: int = 0) -> np.ndarray:
     """The ids to train an IVF on: a random subset, enough for `nlist` cells."""
-    size = min(len(ids), IVF_TRAIN_SAMPLE_PER_LIST * params.get("nlist", 1))
-    return np.sort(np.random.default_rng(seed).choice(ids, size=size, replace=False))
+    return sample_ids(ids, IVF_TRAIN_SAMPLE_PER_LIST * params.get("nlist", 1), seed)
 
 
 def add(index: faiss.Index, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -194,7 +198,7 @@ def brute_force(ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: in
 
 RANGE_EXACT_BELOW = 20_000  # fewer vectors: exact all-pairs search; more: an IVF made for the purpose
 RANGE_NPROBE = 8
-RANGE_TRAIN_PER_LIST = 40  # FAISS wants 39 per cell
+RANGE_TRAIN_PER_LIST = IVF_MIN_POINTS_PER_LIST + 1
 
 
 def range_pairs(vectors: np.ndarray, threshold: float, nprobe: int = RANGE_NPROBE,
@@ -211,10 +215,9 @@ def range_pairs(vectors: np.ndarray, threshold: float, nprobe: int = RANGE_NPROB
     else:
         nlist = int(4 * math.sqrt(n))
         index = empty("ivf", {"nlist": nlist}, dim)
-        sample = np.random.default_rng(0).choice(n, size=min(n, RANGE_TRAIN_PER_LIST * nlist), replace=False)
         index.cp.niter = 10
-        train(index, "ivf", vectors[np.sort(sample)])
-        faiss.extract_index_ivf(index).nprobe = nprobe
+        train(index, "ivf", vectors[sample_ids(np.arange(n), RANGE_TRAIN_PER_LIST * nlist)])
+        set_search_params(index, "ivf", nprobe)
     index.add(vectors)
     firsts, seconds, sims = [], [], []
     for start in range(0, n, chunk):

@@ -33,19 +33,14 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".avi", ".mkv", ".mts", ".
 DOCUMENT_TYPES = ("text/", "application/pdf", "application/msword", "application/vnd.openxmlformats",
                   "application/vnd.oasis.opendocument", "application/vnd.ms-", "application/rtf",
                   "application/epub", "application/postscript", "application/json", "application/xml")
-_MIME = mimetypes.MimeTypes()
 FILE_KINDS = {"video": "videos", "audio file": "audio files", "document": "documents",
               "picture of an unread format": "pictures of an unread format", "other file": "other files"}
 
 
+@functools.cache
 def register_decoders() -> None:
     """Teach Pillow the optional picture formats installed (HEIC/HEIF, and AVIF where Pillow has no
     AVIF of its own), so that every `Image.open` reads them. Safe to call again."""
-    _register_decoders()
-
-
-@functools.cache
-def _register_decoders() -> None:
     from PIL import Image, features
 
     try:
@@ -95,10 +90,16 @@ def is_raw_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in RAW_EXTENSIONS
 
 
+@functools.cache
+def _mime_table() -> mimetypes.MimeTypes:
+    """Built on first use: making it reads the system's mime.types, which most commands never need."""
+    return mimetypes.MimeTypes()
+
+
 def file_kind(name: str) -> str:
     """What a file that is not a picture holds, by its name: one of FILE_KINDS."""
     ext = os.path.splitext(name)[1].lower()
-    mime = _MIME.guess_type("x" + ext)[0] or ""
+    mime = _mime_table().guess_type("x" + ext)[0] or ""
     if ext in VIDEO_EXTENSIONS or mime.startswith("video/"):
         return "video"
     if mime.startswith("audio/"):

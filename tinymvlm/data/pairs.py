@@ -15,6 +15,7 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -92,22 +93,26 @@ class DatasetImages:
 
     def digest(self, i: int) -> bytes:
         """A hash of the image's encoded bytes as the dataset stores them (read undecoded)."""
-        return _blake2b(image_bytes(self._undecoded()[self.rows[i]][self.column])).digest()
+        return _blake2b(image_bytes(self._stored[self.rows[i]][self.column])).digest()
 
-    def _undecoded(self):
-        """The column with images left as their stored bytes (made once)."""
-        if getattr(self, "_raw", None) is None:
-            self._raw = self.dataset
-            if type(self.dataset.features[self.column]).__name__ == "Image":
-                import datasets
-
-                self._raw = self.dataset.cast_column(self.column, datasets.Image(decode=False))
-        return self._raw
+    @cached_property
+    def _stored(self):
+        """The dataset with this column's images left as their stored bytes."""
+        return _undecoded(self.dataset, self.column)
 
     def subset(self, indices: Sequence[int]) -> "DatasetImages":
         out = DatasetImages.__new__(DatasetImages)
         out.dataset, out.column, out.rows = self.dataset, self.column, [self.rows[i] for i in indices]
         return out
+
+
+def _undecoded(dataset, column: str):
+    """`dataset` (or a stream) with `column`'s images left as their stored bytes, undecoded."""
+    if type(dataset.features[column]).__name__ != "Image":
+        return dataset
+    import datasets
+
+    return dataset.cast_column(column, datasets.Image(decode=False))
 
 
 @dataclass
@@ -490,8 +495,7 @@ def sample_stream(source: str, split: str | None, image_column: str | None, capt
     caption_col = pick_column(names, caption_column, CAPTION.keys, CAPTION.what, source)
     key_col = next((c for c in KEY_COLUMNS if c in names), None)
     stream = stream.select_columns([c for c in (image_col, caption_col, key_col) if c])
-    if type(stream.features[image_col]).__name__ == "Image":
-        stream = stream.cast_column(image_col, datasets.Image(decode=False))
+    stream = _undecoded(stream, image_col)
     counter = _RowCounter()
     keys, captions, images, seen = [], [], [], set()
     for row in stream.map(counter).shuffle(seed=seed, buffer_size=count):

@@ -21,10 +21,11 @@ class RecallCurve:
     marked: list[int]  # the k values the table reports
 
 
-def recall_curve(embedded, marked: Sequence[int]) -> RecallCurve:
+def recall_curve(embedded, marked: Sequence[int], ranks: tuple | None = None) -> RecallCurve:
     """R@k for every k from 1 to max(CURVE_MAX_K, the largest marked k), never past the larger candidate
-    set, of an evaluation's embeddings (`RetrievalResult.embedded`)."""
-    t2i_ranks, i2t_ranks = retrieval_ranks(embedded.images, embedded.texts, embedded.text_image)
+    set, of an evaluation's embeddings (`RetrievalResult.embedded`); `ranks`, when the evaluation already
+    ranked them (`RetrievalResult.ranks`), saves ranking them again."""
+    t2i_ranks, i2t_ranks = ranks or retrieval_ranks(embedded.images, embedded.texts, embedded.text_image)
     last = min(max(CURVE_MAX_K, *marked), max(len(embedded.images), len(embedded.texts)))
     ks = list(range(1, last + 1))
     metrics = summarize(t2i_ranks, i2t_ranks, ks)

@@ -67,6 +67,7 @@ class RetrievalResult:
     shared_captions: int
     ks: list[int] = field(default_factory=list)
     embedded: EmbeddedPairs | None = None
+    ranks: tuple[np.ndarray, np.ndarray] | None = None  # (t2i per caption row, i2t per image): for `recall_curve`
 
     def record(self, pairs: PairSet) -> dict:
         """What an evaluation record (`tmv eval --json`) states about this result."""
@@ -88,7 +89,8 @@ def evaluate_retrieval(model: TinyClip, tokenizer, pairs: PairSet, ks: Sequence[
     ks = check_ks(ks)
     emb = embed_pairs(model, tokenizer, pairs, runtime or Runtime(), on_images, images)
     t2i, i2t = retrieval_ranks(emb.images, emb.texts, emb.text_image, chunk)
-    return RetrievalResult(summarize(t2i, i2t, ks), len(pairs), len(emb.captions), shared_caption_rows(pairs), ks, emb)
+    return RetrievalResult(summarize(t2i, i2t, ks), len(pairs), len(emb.captions), shared_caption_rows(pairs), ks, emb,
+                           (t2i, i2t))
 
 
 @torch.inference_mode()

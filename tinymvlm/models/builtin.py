@@ -65,7 +65,7 @@ def builtin_checkpoint() -> Path:
 
 
 def build_builtin(temperature: float = TEMPERATURE, templates: tuple[str, ...] | None = None,
-                  centred: bool = True, depth_weights: dict[int, float] | None = None,
+                  centred: bool = True, depth_weights: dict[int, float] = DEPTH_WEIGHTS,
                   people: bool = True) -> tuple["TinyClip", object]:
     """(model, tokenizer) of the built-in reading; the arguments are the levers benchmarks compare.
     (torch and the towers are imported here: naming the built-in model, as a text search does, needs
@@ -84,7 +84,7 @@ def build_builtin(temperature: float = TEMPERATURE, templates: tuple[str, ...] |
         text_tower, tokenizer = load_text_tower(config.text_model, True)
         model = TinyClip(config, image_tower, text_tower, arch, data_config_for(image_tower, None)).eval()
         model.label_prior = build_label_prior(model, tokenizer, classifier, templates or (PRIOR_TEMPLATE,),
-                                              DEPTH_WEIGHTS if depth_weights is None else depth_weights)
+                                              depth_weights)
         for rows in (model.label_prior.label_text, model.label_prior.person_text):
             if rows is not None:
                 rows.copy_(rows.half().float())

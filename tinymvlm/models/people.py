@@ -106,6 +106,6 @@ def person_mass(pixels: torch.Tensor, data_config: dict) -> torch.Tensor:
     """(n, 1) float: FACE_MASS for each image of the batch in which a face is found, else 0. The images
     are searched in parallel threads (OpenCV releases the GIL), which a GPU's batches need."""
     images = to_rgb8(pixels, data_config)
-    _cascades()  # OpenCV imported (and a missing cascade reported) once, here
+    _opencv()  # imported here, before the threads use it
     found = [bool(boxes) for boxes in _pool(os.getpid()).map(faces, images)]
     return torch.tensor([[FACE_MASS if f else 0.0] for f in found], dtype=torch.float32).reshape(-1, 1)

@@ -30,12 +30,15 @@ class Curves:
         return [e for e in self.epochs if e.get("val")]
 
     def best_epoch(self) -> dict | None:
-        """The epoch `best.safetensors` holds: the first with the highest mean of R@1/5/10 both ways."""
+        """The epoch `best.safetensors` holds: the first with the highest `selection_score`."""
         scored = self.validated()
-        if not scored:
-            return None
-        keys = [f"{d}_R@{k}" for d, _ in DIRECTIONS for k in KS]
-        return max(scored, key=lambda e: (sum(e["val"].get(k, 0.0) for k in keys) / len(keys), -e["epoch"]))
+        return max(scored, key=lambda e: (selection_score(e["val"]), -e["epoch"])) if scored else None
+
+
+def selection_score(metrics: dict[str, float]) -> float:
+    """What the trainer's `best` maximises: the mean of R@1, R@5 and R@10 over both directions."""
+    keys = [f"{d}_R@{k}" for d, _ in DIRECTIONS for k in KS]
+    return sum(metrics[k] for k in keys) / len(keys)
 
 
 def read_curves(metrics: Path) -> Curves:

@@ -57,7 +57,7 @@ def _source(cfg: TrainConfig, notice: Notice, check_images: bool = True) -> Pair
 
 def load_validation(cfg: TrainConfig) -> PairSet | None:
     """A run's validation set alone (for `tmv eval`): with `val_fraction`, the training images are
-    split off by key without being decoded (beyond the sample's own readability check)."""
+    split off by a hash of each image's stored bytes (read, not decoded; see `PairSet.split`)."""
     if cfg.val_data is not None:
         return require_pairs(load_pairs(cfg.val_data, cfg.image_root, cfg.image_column, cfg.caption_column,
                                         cfg.val_split or ("val" if cfg.val_data == cfg.data else None)))

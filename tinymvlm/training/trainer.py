@@ -47,6 +47,7 @@ from tinymvlm.training.batches import (
     train_data_config,
 )
 from tinymvlm.training.config import TrainConfig
+from tinymvlm.training.curves import selection_score
 from tinymvlm.training.loss import global_contrastive_loss
 from tinymvlm.training.optim import create_optimizer, lr_factor, restore_trainer_state, set_lr, trainer_state
 from tinymvlm.training.splits import load_datasets
@@ -115,17 +116,10 @@ class TrainState:
     best: float | None = None
     start_weights: dict[str, torch.Tensor] | None = None  # what the saved models mix with (wiseft)
     tensorboard: scalars.Scalars | None = None  # --tensorboard, on rank 0
-    curves_shown: bool = False  # the reporter was told where curves.png is
 
     @property
     def finished(self) -> bool:
         return self.start_epoch >= self.cfg.epochs
-
-
-def selection_score(metrics: dict[str, float]) -> float:
-    """What `best` maximises: the mean of R@1, R@5 and R@10 over both directions."""
-    keys = [f"{d}_R@{k}" for d in ("t2i", "i2t") for k in (1, 5, 10)]
-    return sum(metrics[k] for k in keys) / len(keys)
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -408,6 +402,5 @@ def end_epoch(state: TrainState, record: dict) -> None:
         state.tensorboard.epoch(record)
     state.reporter.epoch_end(record)
     drawn = curves.draw_curves(state.run_dir)
-    if not state.curves_shown:
+    if epoch == state.start_epoch + 1:  # this process's first epoch
         state.reporter.notice(f"training curves: {drawn} (redrawn after every epoch)")
-        state.curves_shown = True
