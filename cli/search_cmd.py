@@ -48,7 +48,7 @@ def json_line(hit) -> str:
 @click.option("--before", help="Only images taken before this date (YYYY-MM-DD).")
 @click.option("--folder", "folders", multiple=True,
               help="Only images under this folder: absolute, or relative to the indexed folders. Repeatable.")
-@click.option("--min-score", type=float, help="Leave out results scoring below this (cosine similarity, -1..1).")
+@click.option("--min-score", type=click.FloatRange(-1, 1), help="Leave out results scoring below this (cosine similarity, -1..1).")
 @click.option("--nprobe", type=int, help="IVF cells to search (more: slower, better recall).")
 @click.option("--ef-search", type=int, help="HNSW search breadth (more: slower, better recall).")
 @click.option("--device", default="auto", show_default=True, help="Device for embedding the query: auto, cpu, cuda, cuda:1 ...")

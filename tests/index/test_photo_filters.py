@@ -106,6 +106,7 @@ def test_min_score_cuts_the_ranking(library):
     (["--after", "last year"], "--after 'last year' is not a date: use YYYY-MM-DD"),
     (["--after", "2022-01-01", "--before", "2021-01-01"], "--after 2022-01-01 is not before --before 2021-01-01"),
     (["--texts", "--folder", "trips"], "date and folder filters apply to image searches, not to captions"),
+    (["--min-score", "30"], "'--min-score': 30.0 is not in the range -1<=x<=1"),  # a percent, not a cosine
 ])
 def test_bad_filters_are_one_line_errors(library, args, message):
     folder, _ = library
