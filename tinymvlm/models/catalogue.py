@@ -42,19 +42,18 @@ class HubModel:
     speed: CpuSpeed | None = None  # measured here; None: not measured
 
 
-SPEED_COMMAND = "python benchmarks/bench_clip_cpu.py --n 16 --cold-runs 1 --cold-paths onnx"
-SPEED_MACHINE = ("2 x86 cores with AVX512-BF16, shared: load average 13-22 while indexing (SigLIP's queries: "
-                 "load 2, on torch)")
-BUILTIN_SPEED = CpuSpeed(index_fp32=1.4, index_bf16=1.9, cold_query_s=5.6, warm_query_ms=52, peak_mib=1296)
+SPEED_COMMAND = "python benchmarks/bench_clip_cpu.py --n 48 --cold-runs 1 --cold-paths onnx"
+SPEED_MACHINE = "2 idle x86 cores with AVX512-BF16 (load average 0.9-1.8)"
+BUILTIN_SPEED = CpuSpeed(index_fp32=23.5, index_bf16=31.0, cold_query_s=0.6, warm_query_ms=4.2, peak_mib=1622)
 
 RECOMMENDED = (
     HubModel("hf:openai/clip-vit-base-patch32", "CLIP ViT-B/32 (OpenAI)", 58.8, 78.9, "CLIP paper (Radford et al. 2021)",
-             CpuSpeed(index_fp32=1.0, index_bf16=0.8, cold_query_s=11.0, warm_query_ms=137, peak_mib=2227)),
+             CpuSpeed(index_fp32=13.1, index_bf16=19.4, cold_query_s=1.2, warm_query_ms=12.8, peak_mib=2025)),
     HubModel("hf:google/siglip-base-patch16-224", "SigLIP B/16 224", 74.7, 89.1, "SigLIP paper (Zhai et al. 2023)",
-             CpuSpeed(index_fp32=0.2, index_bf16=0.3, cold_query_s=16.6, warm_query_ms=1359, peak_mib=2353)),
+             CpuSpeed(index_fp32=3.4, index_bf16=5.5, cold_query_s=10.3, warm_query_ms=100, peak_mib=2364)),
     HubModel("open_clip:ViT-B-32/openai", "CLIP ViT-B/32 (OpenAI) through open_clip", 58.8, 78.9,
              "CLIP paper (Radford et al. 2021)",
-             CpuSpeed(index_fp32=0.4, index_bf16=0.4, cold_query_s=16.7, warm_query_ms=655, peak_mib=2234)),
+             CpuSpeed(index_fp32=15.2, index_bf16=14.6, cold_query_s=1.9, warm_query_ms=72.9, peak_mib=2249)),
 )
 PEOPLE = RECOMMENDED[0]  # what the built-in model's notice suggests for folders full of people
 
